@@ -1,0 +1,1 @@
+"""Figures of runs: image grids, traversals, reports."""
