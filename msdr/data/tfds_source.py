@@ -39,7 +39,7 @@ class Spec:
   label_keys: tuple[str, ...]           # feature holding each factor's index
   factor_values: tuple[np.ndarray, ...]
   full_grid: bool = True                # every factor combination exists
-  pixel_scale: float = 1.0 / 255.0      # stored pixel value -> [0, 1]
+  binary: bool = False                  # stored as 0/1 (any non-zero is on)
   crop: int | None = None               # central square crop before resizing
   split: str = 'train'
 
@@ -69,7 +69,7 @@ SPECS: dict[str, Spec] = {
         'dsprites', dsprites.DSprites.factor_names,
         ('label_shape', 'label_scale', 'label_orientation', 'label_x_position',
          'label_y_position'),
-        dsprites.DSprites.factor_values, pixel_scale=1.0),  # stored as 0/1
+        dsprites.DSprites.factor_values, binary=True),
     'shapes3d': Spec(
         'shapes3d', shapes3d.Shapes3D.factor_names,
         tuple('label_' + n for n in shapes3d.Shapes3D.factor_names),
@@ -164,7 +164,9 @@ class TfdsDataset(base.GroundTruthDataset):
       pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
       pil = pil.resize((OUTPUT_SIZE, OUTPUT_SIZE), Image.BILINEAR)
       image = np.asarray(pil).reshape(OUTPUT_SIZE, OUTPUT_SIZE, -1)
-    return image.astype(np.float32) * self.spec.pixel_scale
+    if self.spec.binary:
+      return (image > 0).astype(np.float32)
+    return image.astype(np.float32) * (1.0 / 255.0)
 
   def get_examples(self, indices) -> tuple[np.ndarray, np.ndarray]:
     """Images float32 [n, 64, 64, C] in [0, 1] and factors int32 [n, F]."""

@@ -1,0 +1,83 @@
+"""The command line: a smoke run, and one clear error line for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from configs import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ('dsprites_beta_tcvae', 'shapes3d_beta_tcvae',
+           'shapes3d_detail_beta_tcvae')
+
+
+def run_cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'msdr.main', *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=300)
+
+
+class ConfigTest(parameterized.TestCase):
+
+  @parameterized.parameters(*CONFIGS)
+  def test_configs_load_in_both_modes(self, name):
+    import importlib  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module(f'configs.{name}')
+    full, smoke = module.get_config(), module.get_config('smoke')
+    self.assertEqual(full.stage1.batch_size, 64)
+    self.assertEqual(full.stage1.method, 'beta_tcvae')
+    self.assertEqual(full.stage1.beta, 6.0)
+    self.assertLess(smoke.stage1.steps, 100)
+    self.assertEqual(full.data.name, name.rsplit('_beta_tcvae', 1)[0])
+
+  def test_unknown_mode(self):
+    with self.assertRaisesRegex(ValueError, 'unknown config mode'):
+      common.base_config('dsprites', 'beta_tcvae', 'fast')
+
+
+class MainTest(absltest.TestCase):
+
+  def test_data_mode_prints_summary_and_writes_artifacts(self):
+    workdir = self.create_tempdir().full_path
+    result = run_cli('--config', 'configs/dsprites_beta_tcvae.py:smoke',
+                     '--workdir', workdir)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn('dataset dsprites', result.stdout)
+    self.assertIn('737,280 factor combinations', result.stdout)
+    self.assertIn('images/s', result.stdout)
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'data_samples.png')))
+    with open(os.path.join(workdir, 'config.json')) as f:
+      self.assertEqual(json.load(f)['data']['name'], 'dsprites')
+
+  def test_override_of_a_config_field(self):
+    workdir = self.create_tempdir().full_path
+    result = run_cli('--config', 'configs/dsprites_beta_tcvae.py:smoke',
+                     '--workdir', workdir, '--config.data.name=shapes3d')
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn('dataset shapes3d', result.stdout)
+
+  def test_bad_inputs_exit_nonzero_with_one_line_and_no_traceback(self):
+    workdir = self.create_tempdir().full_path
+    cases = {
+        '--config.data.name=nope': "unknown dataset 'nope'",
+        '--config.data.name=tfds:dsprites': 'tfds build dsprites',
+        '--config.stage1.batch_size=0': 'must be a positive int',
+        '--config.num_devices=99': 'asked for 99 devices',
+    }
+    for override, message in cases.items():
+      result = run_cli('--config', 'configs/dsprites_beta_tcvae.py:smoke',
+                       '--workdir', workdir, override,
+                       '--config.data.tfds_data_dir=' + workdir)
+      env_note = f'{override}: {result.stderr[-2000:]}'
+      self.assertEqual(result.returncode, 2, env_note)
+      self.assertIn('error: ', result.stderr, env_note)
+      self.assertIn(message, result.stderr, env_note)
+      self.assertNotIn('Traceback', result.stderr, env_note)
+
+
+if __name__ == '__main__':
+  absltest.main()
