@@ -45,6 +45,8 @@ class GroundTruthDataset(abc.ABC):
   jittable: bool = True
   # True when an image holds detail that no factor names (drawn from `key`).
   has_nuisance: bool = False
+  # Names of the values of categorical factors, e.g. {'shape': ('square', ...)}.
+  value_names: dict[str, tuple[str, ...]] = {}
 
   @property
   def factor_sizes(self) -> tuple[int, ...]:
@@ -179,7 +181,9 @@ class GroundTruthDataset(abc.ABC):
     ]
     for name, values in zip(self.factor_names, self.factor_values):
       values = np.asarray(values)
-      if np.issubdtype(values.dtype, np.number):
+      if name in self.value_names:
+        span = ', '.join(self.value_names[name])
+      elif np.issubdtype(values.dtype, np.number):
         span = f'{values.min():.4g} .. {values.max():.4g}'
       else:
         span = ', '.join(map(str, values))

@@ -46,7 +46,7 @@ class DSprites(base.GroundTruthDataset):
       base.linspace_values(0.0, 1.0, 32),
       base.linspace_values(0.0, 1.0, 32),
   )
-  shape_names = ('square', 'ellipse', 'heart')
+  value_names = {'shape': ('square', 'ellipse', 'heart')}
   observation_shape = (SIZE, SIZE, 1)
 
   def _render(self, factors: jax.Array, key: jax.Array | None) -> jax.Array:

@@ -52,7 +52,7 @@ class Shapes3D(base.GroundTruthDataset):
       np.arange(4, dtype=np.float32),
       base.linspace_values(-30.0, 30.0, 15),
   )
-  shape_names = ('cube', 'cylinder', 'sphere', 'capsule')
+  value_names = {'shape': ('cube', 'cylinder', 'sphere', 'capsule')}
   observation_shape = (scene.SIZE, scene.SIZE, 3)
 
   def _render(self, factors: jax.Array, key: jax.Array | None) -> jax.Array:
