@@ -1,0 +1,1 @@
+"""Networks, stage-1 and stage-2 models."""
