@@ -14,7 +14,6 @@ A bad input (unknown dataset, bad config value, data not prepared) prints one
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
