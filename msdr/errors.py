@@ -9,3 +9,17 @@ from Python it is an ordinary `ValueError`.
 
 class UserInputError(ValueError):
   """A bad input: unknown name, wrong shape, out-of-range value, missing data."""
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot go on (e.g. a non-finite loss); the message says where
+  it stopped and what was kept."""
+
+
+class Preempted(Exception):
+  """SIGTERM/SIGINT arrived; a checkpoint was saved and the run stopped.
+  Rerunning the same command resumes from it."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum

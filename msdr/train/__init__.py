@@ -1,0 +1,1 @@
+"""Training: the shared loop, checkpoints, logs and the per-stage jobs."""
