@@ -1,19 +1,26 @@
 r"""msdr's command line: flags, config, devices, then one call into the job.
 
-  python -m msdr.main --config configs/shapes3d_detail_beta_tcvae.py \
-      --workdir /tmp/run [--config.data.name=dsprites] [--mode=data]
+  python -m msdr.main --config configs/dsprites_beta_tcvae.py \
+      --workdir /tmp/run [--config.stage1.beta=4] [--mode=train]
 
 Modes:
+  train  (default) train stage 1, or resume it from the workdir's newest
+         checkpoint; writes `config.json`, `metrics.jsonl`, `tensorboard/`
+         and `checkpoints/stage1/`.
   data   load the dataset, print its summary, render the first batches through
          the sharded input pipeline (with their speed) and write
          `data_samples.png` and `config.json` in the workdir.
 
-A bad input (unknown dataset, bad config value, data not prepared) prints one
-`error:` line and exits with status 2, without a traceback.
+Exit status: 0 done; 2 a bad input (unknown name, bad config value, data not
+prepared: one `error:` line, no traceback, nothing compiled); 1 a run that
+cannot go on (a non-finite loss: the message names the step and the term);
+128 + signal number after SIGTERM/SIGINT, once a checkpoint is saved (rerun
+the same command to resume).
 """
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 import time
@@ -23,12 +30,12 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-MODES = ('data',)
+MODES = ('train', 'data')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally FILE:smoke.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the run.')
-_MODE = flags.DEFINE_enum('mode', 'data', MODES, 'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to run.')
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False,
     'Call jax.distributed.initialize() first (multi-host GPU/TPU jobs).')
@@ -43,16 +50,6 @@ def write_config(config, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
 
 
-def dataset_from_config(config):
-  """The dataset named by `config.data`."""
-  from msdr import data  # pylint: disable=g-import-not-at-top
-  kwargs = {}
-  if config.data.name.startswith('tfds:'):
-    kwargs = {'data_dir': config.data.tfds_data_dir,
-              'split': config.data.tfds_split}
-  return data.get_dataset(config.data.name, **kwargs)
-
-
 def run_data(config, workdir: str, batches: int = 5) -> dict:
   """Summarises the dataset and times the sharded pipeline.
 
@@ -62,9 +59,10 @@ def run_data(config, workdir: str, batches: int = 5) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from msdr import sharding  # pylint: disable=g-import-not-at-top
   from msdr.data import pipeline  # pylint: disable=g-import-not-at-top
+  from msdr.train import stage1  # pylint: disable=g-import-not-at-top
   from msdr.viz import grid  # pylint: disable=g-import-not-at-top
 
-  dataset = dataset_from_config(config)
+  dataset = stage1.dataset_from_config(config)
   mesh = sharding.make_mesh(config.num_devices)
   batch_size = config.stage1.batch_size
   pipe = pipeline.Pipeline(dataset, batch_size, config.seed, mesh)
@@ -88,10 +86,20 @@ def run_data(config, workdir: str, batches: int = 5) -> dict:
           'devices': int(mesh.devices.size), 'images_per_second': rate}
 
 
+class _QuietOrbax(std_logging.Filter):
+  """Drops orbax's per-save INFO chatter (dozens of lines per checkpoint)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return (record.levelno >= std_logging.WARNING
+            or f'{os.sep}orbax{os.sep}' not in record.pathname)
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from msdr.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  # pylint: disable-next=g-import-not-at-top
+  from msdr.errors import Preempted, TrainingError, UserInputError
   try:
     if _MULTIHOST.value:
       import jax  # pylint: disable=g-import-not-at-top
@@ -102,9 +110,18 @@ def main(argv) -> None:
     logging.info('mode %s, workdir %s', _MODE.value, workdir)
     if _MODE.value == 'data':
       run_data(config, workdir)
+    elif _MODE.value == 'train':
+      from msdr.train import stage1  # pylint: disable=g-import-not-at-top
+      stage1.train_stage1(config, workdir)
   except UserInputError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except TrainingError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  except Preempted as e:
+    print(f'stopped: {e}', file=sys.stderr)
+    sys.exit(128 + e.signum)
 
 
 if __name__ == '__main__':

@@ -15,8 +15,9 @@ CONFIGS = ('dsprites_beta_tcvae', 'shapes3d_beta_tcvae',
            'shapes3d_detail_beta_tcvae')
 
 
-def run_cli(*args):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
+def run_cli(*args, devices: int = 1):
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
   return subprocess.run([sys.executable, '-m', 'msdr.main', *args], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=300)
 
@@ -44,7 +45,7 @@ class MainTest(absltest.TestCase):
   def test_data_mode_prints_summary_and_writes_artifacts(self):
     workdir = self.create_tempdir().full_path
     result = run_cli('--config', 'configs/dsprites_beta_tcvae.py:smoke',
-                     '--workdir', workdir)
+                     '--workdir', workdir, '--mode=data')
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertIn('dataset dsprites', result.stdout)
     self.assertIn('737,280 factor combinations', result.stdout)
@@ -56,7 +57,8 @@ class MainTest(absltest.TestCase):
   def test_override_of_a_config_field(self):
     workdir = self.create_tempdir().full_path
     result = run_cli('--config', 'configs/dsprites_beta_tcvae.py:smoke',
-                     '--workdir', workdir, '--config.data.name=shapes3d')
+                     '--workdir', workdir, '--config.data.name=shapes3d',
+                     '--mode=data')
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertIn('dataset shapes3d', result.stdout)
 
@@ -67,16 +69,25 @@ class MainTest(absltest.TestCase):
         '--config.data.name=tfds:dsprites': 'tfds build dsprites',
         '--config.stage1.batch_size=0': 'must be a positive int',
         '--config.num_devices=99': 'asked for 99 devices',
+        '--config.stage1.beta=-1': 'stage1.beta must be >= 0',
+        '--config.stage1.method=vae': "unknown stage-1 method 'vae'",
+        '--config.stage1.estimator=exact': "unknown stage1.estimator 'exact'",
+        '--config.stage1.batch_size=6': 'does not split over 4 devices',
+        '--config.stage1.steps=0': 'stage1.steps must be a positive int',
+        '--config.checkpoint_every=-5': 'checkpoint_every must be a positive',
     }
     for override, message in cases.items():
       result = run_cli('--config', 'configs/dsprites_beta_tcvae.py:smoke',
                        '--workdir', workdir, override,
-                       '--config.data.tfds_data_dir=' + workdir)
+                       '--config.data.tfds_data_dir=' + workdir, devices=4)
       env_note = f'{override}: {result.stderr[-2000:]}'
       self.assertEqual(result.returncode, 2, env_note)
       self.assertIn('error: ', result.stderr, env_note)
       self.assertIn(message, result.stderr, env_note)
       self.assertNotIn('Traceback', result.stderr, env_note)
+      # Rejected before anything was built or compiled.
+      self.assertFalse(os.path.exists(os.path.join(workdir, 'checkpoints')),
+                       env_note)
 
 
 if __name__ == '__main__':
