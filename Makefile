@@ -18,13 +18,14 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m msdr.main --config configs/shapes3d_detail_beta_tcvae.py --workdir $(WORKDIR)
+	$(PY) -m msdr.main --config configs/shapes3d_detail_beta_tcvae.py:demo --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/data.py
+	$(PY) benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

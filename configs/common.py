@@ -92,7 +92,7 @@ def base_config(dataset: str, method: str, arg: str | None = None,
     config.checkpoint_every = 10
     config.log_every = 5
   elif arg == 'demo':
-    config.stage1.steps = 1_500
-    config.checkpoint_every = 500
+    config.stage1.steps = 1_000
+    config.checkpoint_every = 250
     config.log_every = 50
   return config

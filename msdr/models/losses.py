@@ -34,11 +34,13 @@ def _flat(x: jax.Array) -> jax.Array:
 
 
 def bernoulli_loss(logits: jax.Array, x: jax.Array) -> jax.Array:
-  """Summed sigmoid cross-entropy per example (stable for any logit)."""
+  """Summed sigmoid cross-entropy per example (stable for any logit).
+
+  -x log s(l) - (1 - x) log(1 - s(l)) = softplus(l) - x l; `logaddexp` keeps
+  it finite for any l and its gradient exactly s(l) - x, also at l = 0.
+  """
   logits, x = _flat(logits), _flat(x)
-  per_pixel = (jnp.maximum(logits, 0.0) - logits * x
-               + jnp.log1p(jnp.exp(-jnp.abs(logits))))
-  return jnp.sum(per_pixel, axis=-1)
+  return jnp.sum(jnp.logaddexp(0.0, logits) - logits * x, axis=-1)
 
 
 def gaussian_loss(logits: jax.Array, x: jax.Array) -> jax.Array:

@@ -33,9 +33,9 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 # Phase r of an output axis reads input offsets (-1, 0) through kernel taps
-# (0, 2) when r = 0, and offsets (0, 1) through taps (1, 3) when r = 1.
+# (0, 2) when r = 0, and offsets (0, 1) through taps (1, 3) when r = 1: the
+# taps are kernel[r::2].
 _PHASE_OFFSETS = ((-1, 0), (0, 1))
-_PHASE_TAPS = ((0, 2), (1, 3))
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -91,6 +91,9 @@ def conv_transpose_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
     [B, 2H, 2W, C_out], equal to `jax.lax.conv_transpose(x, kernel, (2, 2),
     'SAME')`.
   """
+  if kernel.shape[:2] != (4, 4):
+    raise ValueError(f'conv_transpose_s2 takes a 4x4 kernel, got '
+                     f'{kernel.shape[0]}x{kernel.shape[1]}')
   b, h, w, c_in = x.shape
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   rows = []
@@ -100,7 +103,7 @@ def conv_transpose_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
       patches = jnp.concatenate(
           [padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
            for dy in _PHASE_OFFSETS[ry] for dx in _PHASE_OFFSETS[rx]], -1)
-      taps = kernel[jnp.array(_PHASE_TAPS[ry])][:, jnp.array(_PHASE_TAPS[rx])]
+      taps = kernel[ry::2, rx::2]
       cols.append(patches @ taps.reshape(4 * c_in, -1))
     rows.append(jnp.stack(cols, axis=3))  # [B, H, W, rx, C]
   out = jnp.stack(rows, axis=2)  # [B, H, ry, W, rx, C]
@@ -113,7 +116,7 @@ def _conv_transpose_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 # tf.layers' default initialisers, as disentanglement_lib trains with.
-_KERNEL_INIT = nn.initializers.xavier_uniform()
+KERNEL_INIT = nn.initializers.xavier_uniform()
 
 
 class ConvS2(nn.Module):
@@ -124,7 +127,7 @@ class ConvS2(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', _KERNEL_INIT,
+    kernel = self.param('kernel', KERNEL_INIT,
                         (self.size, self.size, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
     return conv_s2(x, kernel.astype(x.dtype)) + bias
@@ -142,7 +145,7 @@ class ConvTransposeS2(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', _KERNEL_INIT,
+    kernel = self.param('kernel', KERNEL_INIT,
                         (4, 4, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
     kernel = kernel.astype(x.dtype)
@@ -163,9 +166,9 @@ class Encoder(nn.Module):
     for features, size in ((32, 4), (32, 4), (64, 2), (64, 2)):
       x = nn.relu(ConvS2(features, size)(x))
     x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(256, kernel_init=_KERNEL_INIT)(x))
-    mean = nn.Dense(self.latent_dim, kernel_init=_KERNEL_INIT, name='mean')(x)
-    logvar = nn.Dense(self.latent_dim, kernel_init=_KERNEL_INIT,
+    x = nn.relu(nn.Dense(256, kernel_init=KERNEL_INIT)(x))
+    mean = nn.Dense(self.latent_dim, kernel_init=KERNEL_INIT, name='mean')(x)
+    logvar = nn.Dense(self.latent_dim, kernel_init=KERNEL_INIT,
                       name='logvar')(x)
     return mean, logvar
 
@@ -176,8 +179,8 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, c: jax.Array) -> jax.Array:
-    x = nn.relu(nn.Dense(256, kernel_init=_KERNEL_INIT)(c))
-    x = nn.relu(nn.Dense(1024, kernel_init=_KERNEL_INIT)(x))
+    x = nn.relu(nn.Dense(256, kernel_init=KERNEL_INIT)(c))
+    x = nn.relu(nn.Dense(1024, kernel_init=KERNEL_INIT)(x))
     x = x.reshape(x.shape[0], 4, 4, 64)
     for features in (64, 32, 32):
       x = nn.relu(ConvTransposeS2(features)(x))

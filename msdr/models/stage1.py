@@ -53,8 +53,9 @@ class Discriminator(nn.Module):
   @nn.compact
   def __call__(self, c: jax.Array) -> jax.Array:
     for _ in range(6):
-      c = nn.leaky_relu(nn.Dense(1000)(c), 0.2)
-    return nn.Dense(2)(c)
+      c = nn.leaky_relu(nn.Dense(1000, kernel_init=networks.KERNEL_INIT)(c),
+                        0.2)
+    return nn.Dense(2, kernel_init=networks.KERNEL_INIT)(c)
 
 
 def permute_dims(key: jax.Array, c: jax.Array) -> jax.Array:
