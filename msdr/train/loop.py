@@ -18,7 +18,8 @@ optimizer and its batches); `train` runs it to `stage.steps`:
 * Resume order: the newest readable checkpoint in `<workdir>/checkpoints/
   <stage>`, else a fresh init. Checkpoints are written every
   `checkpoint_every` steps, at the end and when SIGTERM/SIGINT arrives (then
-  `Preempted` is raised after the save).
+  `Preempted` is raised after the save). Multi-host jobs stop at the sync
+  point of JAX's preemption service instead, the same step on every host.
 * Metrics stay on the device until a log or checkpoint step, then come back
   in one transfer; a non-finite term raises `TrainingError` naming the first
   bad step and term, before anything is saved, so the newest checkpoint is
@@ -38,6 +39,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import optax
 
 from msdr import sharding as sharding_lib
@@ -130,9 +132,14 @@ def compile_step(stage: Stage, abstract: Any, mesh):
 
 @contextlib.contextmanager
 def _preemption_signals():
-  """Yields a dict whose 'signum' is set when SIGTERM or SIGINT arrives."""
+  """Yields a dict whose 'signum' is set when SIGTERM or SIGINT arrives.
+
+  Multi-host jobs leave SIGTERM to JAX's preemption service instead (see
+  `_stop_signal`): every host must stop at the same step.
+  """
   caught = {'signum': None}
-  if threading.current_thread() is not threading.main_thread():
+  if (threading.current_thread() is not threading.main_thread()
+      or jax.process_count() > 1):
     yield caught  # signal handlers can only be set from the main thread
     return
   def handler(signum, frame):  # pylint: disable=unused-argument
@@ -144,6 +151,17 @@ def _preemption_signals():
   finally:
     for s, h in previous.items():
       signal.signal(s, h)
+
+
+def _stop_signal(step: int, caught: dict) -> int | None:
+  """The signal to stop on after `step`, or None to go on."""
+  if jax.process_count() > 1:
+    try:
+      if multihost_utils.reached_preemption_sync_point(step):
+        return signal.SIGTERM
+    except RuntimeError:  # the preemption service is not enabled
+      pass
+  return caught['signum']
 
 
 def _first_nonfinite(pending: list[tuple[int, dict]]):
@@ -217,17 +235,18 @@ def train(stage: Stage, *, workdir: str, seed: int, mesh,
         log.advance()
         is_log = done % log_every == 0 or done == stage.steps
         is_save = done % checkpoint_every == 0 or done == stage.steps
-        if is_log or is_save or caught['signum'] is not None:
+        signum = _stop_signal(done, caught)
+        if is_log or is_save or signum is not None:
           flush(done, write=is_log)
-        if is_save or caught['signum'] is not None:
+        if is_save or signum is not None:
           ckpt.save(done, state)
-        if caught['signum'] is not None and done < stage.steps:
+        if signum is not None and done < stage.steps:
           ckpt.wait()
-          name = signal.Signals(caught['signum']).name
+          name = signal.Signals(signum).name
           raise Preempted(
               f'{stage.name}: {name} at step {done}; checkpoint {done} saved '
               f'in {ckpt.directory}. Rerun the same command to resume.',
-              caught['signum'])
+              signum)
   finally:
     log.close()
     ckpt.close()
