@@ -104,19 +104,27 @@ def make_train_step(loss: LossFn, optimizer: optax.GradientTransformation):
   return train_step
 
 
-def init_state(stage: Stage, key: jax.Array, mesh) -> tuple[State, Any]:
-  """(state, abstract state), both replicated over `mesh`."""
+def _init_fn(stage: Stage):
   def init(key):
     params = stage.init(key)
     return {'step': jnp.zeros((), jnp.int32), 'params': params,
             'opt_state': stage.optimizer.init(params)}
+  return init
+
+
+def abstract_state(stage: Stage, key: jax.Array, mesh) -> Any:
+  """The state's shapes and dtypes, replicated over `mesh` (nothing runs)."""
   replicated = sharding_lib.replicated(mesh)
-  shapes = jax.eval_shape(init, key)
-  shardings = jax.tree.map(lambda _: replicated, shapes)
-  abstract = jax.tree.map(
+  return jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-      shapes)
-  return jax.jit(init, out_shardings=shardings)(key), abstract
+      jax.eval_shape(_init_fn(stage), key))
+
+
+def init_state(stage: Stage, key: jax.Array, mesh) -> tuple[State, Any]:
+  """(fresh state, abstract state), both replicated over `mesh`."""
+  abstract = abstract_state(stage, key, mesh)
+  shardings = jax.tree.map(lambda s: s.sharding, abstract)
+  return jax.jit(_init_fn(stage), out_shardings=shardings)(key), abstract
 
 
 def compile_step(stage: Stage, abstract: Any, mesh):
@@ -186,14 +194,16 @@ def train(stage: Stage, *, workdir: str, seed: int, mesh,
     Preempted: SIGTERM/SIGINT arrived; the state was checkpointed first.
   """
   init_key, train_key = stage_keys(seed, stage.name)
-  state, abstract = init_state(stage, init_key, mesh)
+  abstract = abstract_state(stage, init_key, mesh)
   ckpt = checkpoint_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', stage.name), keep=keep_checkpoints)
   restored = ckpt.restore(abstract)
-  start = 0
   if restored is not None:
     state, start = restored
     print(f'{stage.name}: resumed from checkpoint {start}', flush=True)
+  else:
+    state, _ = init_state(stage, init_key, mesh)
+    start = 0
   if start >= stage.steps:
     ckpt.close()
     return state
