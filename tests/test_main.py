@@ -35,6 +35,27 @@ class ConfigTest(parameterized.TestCase):
     self.assertLess(smoke.stage1.steps, 100)
     self.assertEqual(full.data.name, name.rsplit('_beta_tcvae', 1)[0])
 
+  def test_every_config_file_loads_and_validates_in_every_mode(self):
+    import glob  # pylint: disable=g-import-not-at-top
+    import importlib  # pylint: disable=g-import-not-at-top
+    from msdr.models import stage1  # pylint: disable=g-import-not-at-top
+    from msdr.train import stage1 as stage1_job  # pylint: disable=g-import-not-at-top
+    names = sorted(os.path.basename(p)[:-3] for p in
+                   glob.glob(os.path.join(ROOT, 'configs', '[a-z]*_*.py')))
+    methods = set()
+    for name in names:
+      module = importlib.import_module(f'configs.{name}')
+      for mode in common.MODES:
+        config = module.get_config(mode or None)
+        stage1.check_config(config.stage1)
+        stage1_job.check_run_config(config)
+        self.assertTrue(name.endswith(config.stage1.method), name)
+        methods.add(config.stage1.method)
+    # One config per stage-1 method on dsprites, at least.
+    self.assertEqual(methods, set(stage1.METHODS))
+    for method in stage1.METHODS:
+      self.assertIn(f'dsprites_{method}', names)
+
   def test_unknown_mode(self):
     with self.assertRaisesRegex(ValueError, 'unknown config mode'):
       common.base_config('dsprites', 'beta_tcvae', 'fast')
