@@ -1,5 +1,7 @@
 """The sharded input pipeline: determinism, resumption, sharding."""
 
+import threading
+
 from absl.testing import absltest
 import jax
 import numpy as np
@@ -112,6 +114,28 @@ class HostPipelineTest(absltest.TestCase):
     np.testing.assert_array_equal(ids, pipe.record_indices(2))
     np.testing.assert_allclose(np.asarray(batch['image'])[:, 0, 0, 0],
                                ids / 100.0, rtol=1e-6)
+
+  def test_batch_reads_the_next_step_in_the_background(self):
+    reads = []
+
+    class CountingDataset(HostDataset):
+
+      def get_examples(self, indices):
+        reads.append(threading.current_thread().name)
+        return super().get_examples(indices)
+
+    pipe = pipeline.Pipeline(CountingDataset(), 4, seed=2,
+                             mesh=sharding.make_mesh(1))
+    direct = pipeline.Pipeline(HostDataset(), 4, seed=2,
+                               mesh=sharding.make_mesh(1))
+    for step in (0, 1, 2, 7, 8):  # consecutive, then a jump
+      np.testing.assert_array_equal(pipe.batch(step)['factors'],
+                                    direct.batch(step)['factors'])
+    pipe._ahead[1].result()  # pylint: disable=protected-access
+    # Steps 0 and 7 are read in the caller's thread (nothing was ahead);
+    # 1, 2, 3, 8 and 9 were read ahead.
+    self.assertEqual(sum(n.startswith('msdr-prefetch') for n in reads), 5)
+    self.assertLen(reads, 7)
 
 
 if __name__ == '__main__':

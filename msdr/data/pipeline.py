@@ -11,8 +11,9 @@ of the sharding).
   train step that renders its own batch.
 * Host datasets (tfds) walk a fresh permutation of the records each epoch,
   seeded by (seed, epoch); every device's shard is read on its own host and
-  assembled into one global array. `iterate` reads the next batch in a
-  background thread while the current one is used.
+  assembled into one global array. `batch(k)` starts reading step k + 1 in a
+  background thread before it returns, so a train loop asking for
+  consecutive steps overlaps reading with training (`iterate` likewise).
 
 Batches are dicts: `image` float32 [B, H, W, C] in [0, 1], `factors` int32
 [B, F].
@@ -63,28 +64,29 @@ class Pipeline:
     else:
       self.batch_fn = None
       self._permutations = {}
+      self._pool = None
+      self._ahead = None  # (step, future) read in the background
 
   def batch(self, step: int) -> dict:
     """The global batch of `step`, sharded along `data`."""
     if self.dataset.jittable:
       return self._render(self.key, jnp.int32(step))
-    return self._host_batch(step)
+    if self._pool is None:
+      self._pool = concurrent.futures.ThreadPoolExecutor(
+          1, thread_name_prefix='msdr-prefetch')
+    if self._ahead is not None and self._ahead[0] == step:
+      ready = self._ahead[1].result()
+    else:
+      ready = self._host_batch(step)
+    self._ahead = (step + 1, self._pool.submit(self._host_batch, step + 1))
+    return ready
 
   def iterate(self, start_step: int = 0) -> Iterator[dict]:
     """Batches of steps start_step, start_step + 1, ... without end."""
-    if self.dataset.jittable:
-      step = start_step
-      while True:
-        yield self.batch(step)
-        step += 1
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-      pending = pool.submit(self._host_batch, start_step)
-      step = start_step
-      while True:
-        ready = pending.result()
-        step += 1
-        pending = pool.submit(self._host_batch, step)
-        yield ready
+    step = start_step
+    while True:
+      yield self.batch(step)
+      step += 1
 
   # -- host datasets -------------------------------------------------------------
 
