@@ -1,0 +1,1 @@
+"""Evaluation: disentanglement, reconstruction and sample metrics."""
