@@ -1,0 +1,148 @@
+"""Interventional disentanglement metrics: they sample factors, fix one,
+render observations and look at how the representation moves.
+
+`dataset` is any object with `num_factors`, `sample_factors(key, n) -> int
+[n, F]` and `observations_from_factors(factors, key) -> [n, ...]` (every
+`msdr.data` dataset); `representation_fn` maps observations [n, ...] to codes
+[n, K] (for a VAE: the posterior means). Observations are rendered and
+encoded `chunk` images at a time, so memory stays bounded whatever
+`num_train` is.
+
+FactorVAE score (Kim & Mnih 2018, as disentanglement_lib computes it):
+  1. global variances: Var (ddof 1) of each code over `num_variance_estimate`
+     random observations; dimensions with std < `prune_threshold` are pruned;
+  2. a training point: draw a factor k uniformly, draw `batch_size` factor
+     vectors, set their factor k to the first one's, encode; the vote is
+     (k, argmin over active dims of local variance / global variance);
+  3. the classifier is the majority vote: each active dim predicts the factor
+     that voted for it most (ties to the lowest factor index);
+  4. accuracy = votes agreeing with the classifier / all votes, on
+     `num_train` training points and `num_eval` fresh points.
+If no dimension is active, both accuracies are 0.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from msdr.errors import UserInputError
+
+RepresentationFn = Callable[[jax.Array], jax.Array]
+
+
+def _encode(dataset, representation_fn, factors: jax.Array,
+            key: jax.Array) -> np.ndarray:
+  codes = np.asarray(representation_fn(
+      dataset.observations_from_factors(factors, key)), np.float64)
+  if codes.ndim != 2 or codes.shape[0] != factors.shape[0]:
+    raise UserInputError('representation_fn must map n observations to '
+                         f'codes [n, K]; got {codes.shape}')
+  if not np.all(np.isfinite(codes)):
+    raise UserInputError(f'representation_fn returned '
+                         f'{int(np.sum(~np.isfinite(codes)))} non-finite '
+                         'codes')
+  return codes
+
+
+def global_variances(dataset, representation_fn: RepresentationFn,
+                     key: jax.Array, num: int, chunk: int = 1024
+                     ) -> np.ndarray:
+  """Var (ddof 1) of every code over `num` random observations, [K]."""
+  codes = []
+  for i, start in enumerate(range(0, num, chunk)):
+    k_factors, k_obs = jax.random.split(jax.random.fold_in(key, i))
+    n = min(chunk, num - start)
+    codes.append(_encode(dataset, representation_fn,
+                         dataset.sample_factors(k_factors, n), k_obs))
+  return np.var(np.concatenate(codes), axis=0, ddof=1)
+
+
+def _fixed_factor_batches(dataset, key: jax.Array, points: int,
+                          batch_size: int):
+  """(factor index [points], factors [points * batch_size, F]) where each
+  group of `batch_size` rows shares its factor k with the group's first row."""
+  k_index, k_factors = jax.random.split(key)
+  index = jax.random.randint(k_index, (points,), 0, dataset.num_factors)
+  factors = dataset.sample_factors(k_factors, points * batch_size)
+  factors = factors.reshape(points, batch_size, -1)
+  first = factors[:, :1, :]
+  fixed = jax.nn.one_hot(index, dataset.num_factors, dtype=bool)[:, None, :]
+  factors = jnp.where(fixed, first, factors)
+  return index, factors.reshape(points * batch_size, -1)
+
+
+def _votes(dataset, representation_fn, key, num_points, batch_size,
+           variances, active, chunk) -> np.ndarray:
+  """votes[k, d]: training points of factor k whose argmin was active dim d."""
+  votes = np.zeros((dataset.num_factors, int(active.sum())), np.int64)
+  per_chunk = max(1, chunk // batch_size)
+  for i, start in enumerate(range(0, num_points, per_chunk)):
+    points = min(per_chunk, num_points - start)
+    k_batch, k_obs = jax.random.split(jax.random.fold_in(key, i))
+    index, factors = _fixed_factor_batches(dataset, k_batch, points,
+                                           batch_size)
+    codes = _encode(dataset, representation_fn, factors, k_obs)
+    codes = codes.reshape(points, batch_size, -1)[:, :, active]
+    local = np.var(codes, axis=1, ddof=1)
+    argmin = np.argmin(local / variances[active], axis=1)
+    np.add.at(votes, (np.asarray(index), argmin), 1)
+  return votes
+
+
+def _check_counts(**counts) -> None:
+  for name, value in counts.items():
+    if not isinstance(value, (int, np.integer)) or value < 1:
+      raise UserInputError(f'{name} must be a positive int; got {value!r}')
+
+
+def factor_vae_score(dataset, representation_fn: RepresentationFn,
+                     key: jax.Array, batch_size: int = 64,
+                     num_train: int = 10000, num_eval: int = 5000,
+                     num_variance_estimate: int = 10000,
+                     prune_threshold: float = 0.05,
+                     chunk: int = 4096) -> dict:
+  """The FactorVAE disentanglement score (see the module docstring).
+
+  Args:
+    dataset: a ground-truth dataset (see the module docstring).
+    representation_fn: observations [n, ...] -> codes [n, K].
+    key: a JAX PRNG key; the result is a function of it.
+    batch_size: observations per training point (at least 2).
+    num_train: training points of the majority-vote classifier.
+    num_eval: evaluation points.
+    num_variance_estimate: observations for the global variances.
+    prune_threshold: dims whose global std is below it are inactive.
+    chunk: images rendered and encoded at a time.
+
+  Returns:
+    dict with 'train_accuracy', 'eval_accuracy' and 'num_active_dims'.
+  """
+  _check_counts(batch_size=batch_size, num_train=num_train,
+                num_eval=num_eval,
+                num_variance_estimate=num_variance_estimate, chunk=chunk)
+  if batch_size < 2 or num_variance_estimate < 2:
+    raise UserInputError('batch_size and num_variance_estimate must be at '
+                         'least 2 (variances use ddof 1)')
+  k_var, k_train, k_eval = jax.random.split(key, 3)
+  variances = global_variances(dataset, representation_fn, k_var,
+                               num_variance_estimate, chunk)
+  active = np.sqrt(variances) >= prune_threshold
+  if not active.any():
+    return {'train_accuracy': 0.0, 'eval_accuracy': 0.0,
+            'num_active_dims': 0}
+  args = (batch_size, variances, active, chunk)
+  train_votes = _votes(dataset, representation_fn, k_train, num_train, *args)
+  classifier = np.argmax(train_votes, axis=0)
+  columns = np.arange(train_votes.shape[1])
+  eval_votes = _votes(dataset, representation_fn, k_eval, num_eval, *args)
+  return {
+      'train_accuracy': float(train_votes[classifier, columns].sum()
+                              / train_votes.sum()),
+      'eval_accuracy': float(eval_votes[classifier, columns].sum()
+                             / eval_votes.sum()),
+      'num_active_dims': int(active.sum()),
+  }
