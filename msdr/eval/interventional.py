@@ -19,6 +19,13 @@ FactorVAE score (Kim & Mnih 2018, as disentanglement_lib computes it):
   4. accuracy = votes agreeing with the classifier / all votes, on
      `num_train` training points and `num_eval` fresh points.
 If no dimension is active, both accuracies are 0.
+
+BetaVAE score (Higgins et al. 2017, as disentanglement_lib computes it): a
+training point draws a factor k uniformly and two batches of `batch_size`
+factor vectors that agree on factor k; its features are the mean over the
+batch of |code(x1) - code(x2)| and its label k. scikit-learn's default
+logistic regression (`msdr.eval.linear`) is fitted on `num_train` points;
+accuracies on them and on `num_eval` fresh points.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from msdr.errors import UserInputError
+from msdr.eval import linear
 
 RepresentationFn = Callable[[jax.Array], jax.Array]
 
@@ -146,3 +154,49 @@ def factor_vae_score(dataset, representation_fn: RepresentationFn,
                              / eval_votes.sum()),
       'num_active_dims': int(active.sum()),
   }
+
+
+def _beta_vae_points(dataset, representation_fn, key, num_points, batch_size,
+                     chunk):
+  """(features [num_points, K], labels [num_points])."""
+  features, labels = [], []
+  per_chunk = max(1, chunk // (2 * batch_size))
+  for i, start in enumerate(range(0, num_points, per_chunk)):
+    points = min(per_chunk, num_points - start)
+    k_index, k_f1, k_f2, k_obs = jax.random.split(jax.random.fold_in(key, i),
+                                                  4)
+    index = jax.random.randint(k_index, (points,), 0, dataset.num_factors)
+    f1 = dataset.sample_factors(k_f1, points * batch_size)
+    f2 = dataset.sample_factors(k_f2, points * batch_size)
+    shared = jnp.repeat(
+        jax.nn.one_hot(index, dataset.num_factors, dtype=bool), batch_size,
+        axis=0)
+    f2 = jnp.where(shared, f1, f2)
+    codes = _encode(dataset, representation_fn,
+                    jnp.concatenate([f1, f2]), k_obs)
+    c1, c2 = np.split(codes, 2)
+    diff = np.abs(c1 - c2).reshape(points, batch_size, -1)
+    features.append(diff.mean(axis=1))
+    labels.append(np.asarray(index))
+  return np.concatenate(features), np.concatenate(labels)
+
+
+def beta_vae_score(dataset, representation_fn: RepresentationFn,
+                   key: jax.Array, batch_size: int = 64,
+                   num_train: int = 10000, num_eval: int = 5000,
+                   chunk: int = 4096) -> dict:
+  """The BetaVAE disentanglement score (see the module docstring).
+
+  Returns:
+    dict with 'train_accuracy' and 'eval_accuracy'.
+  """
+  _check_counts(batch_size=batch_size, num_train=num_train,
+                num_eval=num_eval, chunk=chunk)
+  k_train, k_eval = jax.random.split(key)
+  x_train, y_train = _beta_vae_points(dataset, representation_fn, k_train,
+                                      num_train, batch_size, chunk)
+  x_eval, y_eval = _beta_vae_points(dataset, representation_fn, k_eval,
+                                    num_eval, batch_size, chunk)
+  model = linear.fit_logistic_regression(x_train, y_train)
+  return {'train_accuracy': model.accuracy(x_train, y_train),
+          'eval_accuracy': model.accuracy(x_eval, y_eval)}

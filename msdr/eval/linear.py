@@ -1,0 +1,91 @@
+"""Linear classifiers for the metrics, in JAX.
+
+`fit_logistic_regression` is scikit-learn's default `LogisticRegression()`:
+multinomial (softmax) regression with an intercept, L2 penalty C = 1, i.e.
+it minimises
+
+  0.5 * ||W||^2 + C * sum_i -log softmax(x_i W + b)[y_i]
+
+(the intercept b is not penalised), here by L-BFGS (optax) with a zoom line
+search until the gradient norm is below `tol` or `max_iter` iterations.
+Classes are the sorted unique labels of `y`, as in scikit-learn; a single
+class predicts itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearClassifier:
+  weights: np.ndarray  # [K, classes]
+  bias: np.ndarray  # [classes]
+  classes: np.ndarray  # [classes], the label of each column
+
+  def decision_function(self, x) -> np.ndarray:
+    return np.asarray(x, np.float64) @ self.weights + self.bias
+
+  def predict(self, x) -> np.ndarray:
+    return self.classes[np.argmax(self.decision_function(x), axis=1)]
+
+  def accuracy(self, x, y) -> float:
+    return float(np.mean(self.predict(x) == np.asarray(y)))
+
+
+@functools.partial(jax.jit, static_argnames=('num_classes', 'max_iter'))
+def _fit_softmax(x, labels, c, num_classes, max_iter, tol):
+  k = x.shape[1]
+
+  def objective(params):
+    w, b = params
+    logp = jax.nn.log_softmax(x @ w + b)
+    nll = -jnp.sum(jnp.take_along_axis(logp, labels[:, None], axis=1))
+    return 0.5 * jnp.sum(jnp.square(w)) + c * nll
+
+  solver = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(objective)
+  params = (jnp.zeros((k, num_classes), x.dtype),
+            jnp.zeros((num_classes,), x.dtype))
+
+  def step(carry):
+    params, state, _ = carry
+    value, grad = value_and_grad(params, state=state)
+    updates, state = solver.update(grad, state, params, value=value,
+                                   grad=grad, value_fn=objective)
+    return optax.apply_updates(params, updates), state, optax.tree.norm(grad)
+
+  def cond(carry):
+    _, state, grad_norm = carry
+    return (optax.tree.get(state, 'count') < max_iter) & (grad_norm > tol)
+
+  init = (params, solver.init(params), jnp.asarray(jnp.inf, x.dtype))
+  params, _, _ = jax.lax.while_loop(cond, step, init)
+  return params
+
+
+def fit_logistic_regression(x, y, c: float = 1.0, max_iter: int = 100,
+                            tol: float = 1e-4) -> LinearClassifier:
+  """scikit-learn's default LogisticRegression, fitted on x [N, K], y [N].
+
+  Args:
+    x: features.
+    y: integer (or any sortable) labels.
+    c: inverse L2 strength (scikit-learn's C).
+    max_iter: L-BFGS iterations at most (scikit-learn's default 100).
+    tol: stop once the gradient's norm is below this.
+  """
+  x = np.asarray(x, np.float32)
+  classes, labels = np.unique(np.asarray(y), return_inverse=True)
+  if len(classes) == 1:
+    return LinearClassifier(np.zeros((x.shape[1], 1)), np.zeros(1), classes)
+  w, b = _fit_softmax(jnp.asarray(x), jnp.asarray(labels, jnp.int32),
+                      float(c), len(classes), int(max_iter), float(tol))
+  return LinearClassifier(np.asarray(w, np.float64), np.asarray(b, np.float64),
+                          classes)
