@@ -2,7 +2,8 @@
 (google-research) computes them from codes and ground-truth factors; the
 interventional FactorVAE and BetaVAE scores live in `msdr.eval.interventional`
 and are re-exported here, so `dm.factor_vae_score` and `dm.beta_vae_score`
-work. DCI, SAP and explicitness are still to come.
+work, and `modularity_explicitness` adds `msdr.eval.explicitness`. DCI and
+SAP are still to come.
 
 Inputs are `codes` float [N, K] (one row per sample, e.g. encoder means) and
 `factors` int [N, F] (ground-truth factor values, any integers). Codes are cast
@@ -51,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from msdr.errors import UserInputError
+from msdr.eval import explicitness as explicitness_lib
 from msdr.eval.interventional import beta_vae_score  # pylint: disable=unused-import
 from msdr.eval.interventional import factor_vae_score  # pylint: disable=unused-import
 
@@ -323,6 +325,21 @@ def modularity(codes, factors, num_bins: int = 20) -> float:
   labels, values = _relabel(factors)
   return float(_modularity(*_code_bins(codes, num_bins), jnp.asarray(labels),
                            num_bins, int(values.max())))
+
+
+def modularity_explicitness(codes_train, factors_train, codes_test,
+                            factors_test, num_bins: int = 20) -> dict:
+  """disentanglement_lib's modularity_explicitness: modularity of the train
+  codes and explicitness (`msdr.eval.explicitness`) on train and test.
+
+  Returns:
+    dict with 'modularity', 'explicitness_train' and 'explicitness_test'.
+  """
+  _check_pair(codes_test, factors_test)
+  scores = {'modularity': modularity(codes_train, factors_train, num_bins)}
+  scores.update(explicitness_lib.explicitness(
+      codes_train, factors_train, codes_test, factors_test))
+  return scores
 
 
 def _percentile_linear(sorted_values: jax.Array, starts: jax.Array,
