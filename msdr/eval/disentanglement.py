@@ -2,8 +2,8 @@
 (google-research) computes them from codes and ground-truth factors; the
 interventional FactorVAE and BetaVAE scores live in `msdr.eval.interventional`
 and are re-exported here, so `dm.factor_vae_score` and `dm.beta_vae_score`
-work, and `modularity_explicitness` adds `msdr.eval.explicitness`. DCI and
-SAP are still to come.
+work, `modularity_explicitness` adds `msdr.eval.explicitness`, and `sap` is
+`msdr.eval.sap.sap`. DCI is still to come.
 
 Inputs are `codes` float [N, K] (one row per sample, e.g. encoder means) and
 `factors` int [N, F] (ground-truth factor values, any integers). Codes are cast
@@ -55,6 +55,7 @@ from msdr.errors import UserInputError
 from msdr.eval import explicitness as explicitness_lib
 from msdr.eval.interventional import beta_vae_score  # pylint: disable=unused-import
 from msdr.eval.interventional import factor_vae_score  # pylint: disable=unused-import
+from msdr.eval.sap import sap  # pylint: disable=unused-import
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
