@@ -80,6 +80,15 @@ def base_config(dataset: str, method: str, arg: str | None = None,
   config.stage1.update(METHOD_DEFAULTS.get(method, {}))
   config.stage1.update(stage1)
 
+  # --mode=eval (msdr.eval.evaluator): held-out samples and metric sizes,
+  # disentanglement_lib's defaults.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_train = 10_000
+  config.eval.num_test = 5_000
+  config.eval.batch_size = 256
+  config.eval.interventional_points = 10_000
+  config.eval.interventional_eval = 5_000
+
   config.checkpoint_every = 10_000
   config.keep_checkpoints = 3
   config.log_every = 100
@@ -91,6 +100,8 @@ def base_config(dataset: str, method: str, arg: str | None = None,
     config.stage1.steps = 20
     config.checkpoint_every = 10
     config.log_every = 5
+    config.eval.update(num_train=200, num_test=100, batch_size=50,
+                       interventional_points=50, interventional_eval=50)
   elif arg == 'demo':
     config.stage1.steps = 1_000
     config.checkpoint_every = 250

@@ -7,6 +7,8 @@ Modes:
   train  (default) train stage 1, or resume it from the workdir's newest
          checkpoint; writes `config.json`, `metrics.jsonl`, `tensorboard/`
          and `checkpoints/stage1/`.
+  eval   score the workdir's newest stage-1 checkpoint (disentanglement and
+         reconstruction metrics, msdr.eval.evaluator); writes `eval.json`.
   data   load the dataset, print its summary, render the first batches through
          the sharded input pipeline (with their speed) and write
          `data_samples.png` and `config.json` in the workdir.
@@ -30,7 +32,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-MODES = ('train', 'data')
+MODES = ('train', 'eval', 'data')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally FILE:smoke.', lock_config=True)
@@ -106,13 +108,17 @@ def main(argv) -> None:
       jax.distributed.initialize()
     config, workdir = _CONFIG.value, _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
-    write_config(config, workdir)
+    if _MODE.value != 'eval':  # eval reads the trained run's config.json
+      write_config(config, workdir)
     logging.info('mode %s, workdir %s', _MODE.value, workdir)
     if _MODE.value == 'data':
       run_data(config, workdir)
     elif _MODE.value == 'train':
       from msdr.train import stage1  # pylint: disable=g-import-not-at-top
       stage1.train_stage1(config, workdir)
+    elif _MODE.value == 'eval':
+      from msdr.eval import evaluator  # pylint: disable=g-import-not-at-top
+      evaluator.evaluate(workdir, config)
   except UserInputError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
