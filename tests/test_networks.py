@@ -235,6 +235,19 @@ _CONV_CASES = (
 )
 
 
+def _assert_same_grads(ours_fn, ref_fn, x, w, r):
+  """Asserts equal gradients of sum(r * f(x, w)) for both functions and
+  returns ours (d/dx, d/dw)."""
+  def grads(a, k):
+    return tuple(jax.grad(lambda a, k, f=f: jnp.sum(r * f(a, k)),
+                          argnums=(0, 1))(a, k) for f in (ours_fn, ref_fn))
+
+  (gx, gw), (rx, rw) = jax.jit(grads)(x, w)
+  np.testing.assert_allclose(gx, rx, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gw, rw, rtol=1e-5, atol=1e-5)
+  return gx, gw
+
+
 class ConvS2Test(parameterized.TestCase):
 
   @parameterized.named_parameters(*_CONV_CASES)
@@ -256,16 +269,7 @@ class ConvS2Test(parameterized.TestCase):
     w = _rand(rng, (size, size, shape[-1], c_out))
     r = _rand(rng, (shape[0], shape[1] // 2, shape[2] // 2, c_out))
 
-    def grads(a, k):
-      ours = jax.grad(lambda a, k: jnp.sum(r * networks.conv_s2(a, k)),
-                      argnums=(0, 1))(a, k)
-      ref = jax.grad(lambda a, k: jnp.sum(r * _xla_conv(a, k)),
-                     argnums=(0, 1))(a, k)
-      return ours, ref
-
-    (gx, gw), (rx, rw) = jax.jit(grads)(x, w)
-    np.testing.assert_allclose(gx, rx, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gw, rw, rtol=1e-5, atol=1e-5)
+    _, gw = _assert_same_grads(networks.conv_s2, _xla_conv, x, w, r)
     _assert_close(gw, np_conv_s2_kernel_grad(x, w.shape, r))
 
   @parameterized.parameters(1, 3, 5)
@@ -315,17 +319,8 @@ class ConvTransposeS2Test(parameterized.TestCase):
     w = _rand(rng, (4, 4, shape[-1], c_out))
     r = _rand(rng, (shape[0], 2 * shape[1], 2 * shape[2], c_out))
 
-    def grads(a, k):
-      ours = jax.grad(
-          lambda a, k: jnp.sum(r * networks.conv_transpose_s2(a, k)),
-          argnums=(0, 1))(a, k)
-      ref = jax.grad(lambda a, k: jnp.sum(r * _xla_conv_transpose(a, k)),
-                     argnums=(0, 1))(a, k)
-      return ours, ref
-
-    (gx, gw), (rx, rw) = jax.jit(grads)(x, w)
-    np.testing.assert_allclose(gx, rx, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gw, rw, rtol=1e-5, atol=1e-5)
+    gx, gw = _assert_same_grads(networks.conv_transpose_s2,
+                                _xla_conv_transpose, x, w, r)
     # The input gradient of a transposed convolution is the stride-2 'SAME'
     # convolution of r with the kernel flipped (W[3 - t] per axis) and its
     # channels swapped: dL/dx[i] = sum_o r[o] W[2 i + 2 - o].

@@ -97,8 +97,7 @@ def evaluate(workdir: str, config=None, key: jax.Array | None = None) -> dict:
     key = jax.random.fold_in(jax.random.key(config.seed), EVAL_STREAM)
   batch = int(options['batch_size'])
   encode = jax.jit(lambda x: model.encode(params, x)[0])
-  reconstruct = jax.jit(lambda x: jax.nn.sigmoid(
-      model.decode(params, model.encode(params, x)[0])))
+  reconstruct = jax.jit(lambda c: jax.nn.sigmoid(model.decode(params, c)))
   representation = lambda x: _batched(encode, x, batch)
 
   k_train, k_test, k_fvae, k_bvae = jax.random.split(key, 4)
@@ -130,7 +129,7 @@ def evaluate(workdir: str, config=None, key: jax.Array | None = None) -> dict:
   scores.update({f'beta_vae_{k}': v for k, v in bvae.items()})
 
   x = images['test']
-  recon = _batched(reconstruct, x, batch)
+  recon = _batched(reconstruct, c_te, batch)  # decode(mean), reusing codes
   for name, fn in (('mse', quality.mse), ('psnr', quality.psnr),
                    ('ssim', quality.ssim), ('bce', quality.bce)):
     per_image = [np.asarray(fn(x[i:i + batch], recon[i:i + batch]))

@@ -13,7 +13,7 @@ The layers hold exactly the parameters of `nn.Conv` / `nn.ConvTranspose` and
 compute exactly their functions, but reorder the arithmetic into matrix
 products, because XLA differentiates strided and transposed convolutions
 slowly (ENVIRONMENT.md: ~90% of the step on a GPU; measured here on the 2-core
-CPU, the whole beta-TCVAE step at batch 64 goes from 1.4 to 3.2 steps/s):
+CPU, the whole beta-TCVAE step at batch 64 goes from 1.3 to 3.2 steps/s):
 
 * a stride-2 convolution becomes space-to-depth (stride 1 over 2x2 pixel
   blocks) and one matmul of 2x2-block patches (`conv_s2`);
