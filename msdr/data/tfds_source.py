@@ -101,8 +101,13 @@ def prepare_command(tfds_name: str, data_dir: str | None) -> str:
 
 
 def load(name: str, data_dir: str | None = None,
-         split: str | None = None) -> 'TfdsDataset':
-  """Opens the prepared tfds dataset `name` (without the 'tfds:' prefix)."""
+         split: str | None = None,
+         image_size: int = OUTPUT_SIZE) -> 'TfdsDataset':
+  """Opens the prepared tfds dataset `name` (without the 'tfds:' prefix),
+  its images resized to `image_size` (64, or 128 for a high-resolution
+  stage 2)."""
+  if image_size not in (OUTPUT_SIZE, 2 * OUTPUT_SIZE):
+    raise UserInputError(f'image_size must be 64 or 128; got {image_size!r}')
   if name not in SPECS:
     raise UserInputError(
         f'unknown tfds dataset {name!r}; valid: '
@@ -123,7 +128,7 @@ def load(name: str, data_dir: str | None = None,
     ) from None
   if size == 0:
     raise UserInputError(f'dataset tfds:{name} split {split!r} is empty.')
-  return TfdsDataset(name, spec, source, split)
+  return TfdsDataset(name, spec, source, split, image_size)
 
 
 class TfdsDataset(base.GroundTruthDataset):
@@ -131,7 +136,9 @@ class TfdsDataset(base.GroundTruthDataset):
 
   jittable = False
 
-  def __init__(self, name: str, spec: Spec, source, split: str):
+  def __init__(self, name: str, spec: Spec, source, split: str,
+               image_size: int = OUTPUT_SIZE):
+    self.image_size = image_size
     self.name = 'tfds:' + name
     self.spec = spec
     self.source = source
@@ -141,7 +148,7 @@ class TfdsDataset(base.GroundTruthDataset):
     self.has_nuisance = name == 'smallnorb'
     image = np.asarray(source[0]['image'])
     channels = image.shape[-1] if image.ndim == 3 else 1
-    self.observation_shape = (OUTPUT_SIZE, OUTPUT_SIZE, channels)
+    self.observation_shape = (image_size, image_size, channels)
     self._readers = tuple(_label(k) for k in spec.label_keys)
     self._lookup = None
 
@@ -160,16 +167,18 @@ class TfdsDataset(base.GroundTruthDataset):
       c = min(self.spec.crop, h, w)
       top, left = (h - c) // 2, (w - c) // 2
       image = image[top:top + c, left:left + c]
-    if image.shape[:2] != (OUTPUT_SIZE, OUTPUT_SIZE):
+    size = self.image_size
+    if image.shape[:2] != (size, size):
       pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-      pil = pil.resize((OUTPUT_SIZE, OUTPUT_SIZE), Image.BILINEAR)
-      image = np.asarray(pil).reshape(OUTPUT_SIZE, OUTPUT_SIZE, -1)
+      pil = pil.resize((size, size), Image.BILINEAR)
+      image = np.asarray(pil).reshape(size, size, -1)
     if self.spec.binary:
       return (image > 0).astype(np.float32)
     return image.astype(np.float32) * (1.0 / 255.0)
 
   def get_examples(self, indices) -> tuple[np.ndarray, np.ndarray]:
-    """Images float32 [n, 64, 64, C] in [0, 1] and factors int32 [n, F]."""
+    """Images float32 [n, S, S, C] in [0, 1] (S = image_size) and factors
+    int32 [n, F]."""
     examples = [self.source[int(i)] for i in np.asarray(indices).reshape(-1)]
     images = np.stack([self._image(e) for e in examples]) if examples else (
         np.zeros((0,) + self.observation_shape, np.float32))

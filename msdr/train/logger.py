@@ -145,8 +145,9 @@ class MetricLogger:
     self._jsonl.flush()
     self._events.scalars(int(step), {f'{self.stage}/{k}': float(v)
                                      for k, v in scalars.items()})
-    short = {k: scalars[k] for k in ('loss', 'steps_per_second')
-             if k in scalars}
+    shown = ('loss' if 'loss' in scalars else 'objective', 'mse',
+             'steps_per_second')
+    short = {k: scalars[k] for k in shown if k in scalars}
     if self._bar is not None:
       self._bar.set_postfix({k: f'{v:.4g}' for k, v in short.items()})
     else:

@@ -52,6 +52,9 @@ STAGE_INDEX = {'stage1': 1, 'stage2': 2}
 
 State = dict
 LossFn = Callable[[Any, dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
+# (params, opt_state, batch, key, step) -> (params, opt_state, objective, terms)
+UpdateFn = Callable[[Any, Any, dict, jax.Array, jax.Array],
+                    tuple[Any, Any, jax.Array, dict]]
 
 
 @dataclasses.dataclass
@@ -66,14 +69,18 @@ class Stage:
     batches: step -> the global batch of that step, sharded on `data`.
     steps: train until state['step'] == steps.
     batch_size: images per step (for images/s).
+    update: optional custom update replacing "gradient of `loss`, then
+      `optimizer`" (alternating GAN updates, EM); `optimizer.init` still
+      makes its opt_state and `loss` may be None.
   """
   name: str
   init: Callable[[jax.Array], Any]
-  loss: LossFn
+  loss: LossFn | None
   optimizer: optax.GradientTransformation
   batches: Callable[[int], dict]
   steps: int
   batch_size: int
+  update: UpdateFn | None = None
 
 
 def stage_keys(seed: int, name: str) -> tuple[jax.Array, jax.Array]:
@@ -83,22 +90,37 @@ def stage_keys(seed: int, name: str) -> tuple[jax.Array, jax.Array]:
   return init_key, train_key
 
 
-def make_train_step(loss: LossFn, optimizer: optax.GradientTransformation):
+def gradient_update(loss: LossFn,
+                    optimizer: optax.GradientTransformation) -> UpdateFn:
+  """The usual update: differentiate `loss`, apply `optimizer`."""
+  def update(params, opt_state, batch, key, step):
+    grad_fn = jax.value_and_grad(loss, has_aux=True)
+    (objective, terms), grads = grad_fn(params, batch, key, step)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, objective, dict(
+        terms, grad_norm=optax.tree.norm(grads))
+  return update
+
+
+def make_train_step(loss: LossFn | None,
+                    optimizer: optax.GradientTransformation | None = None,
+                    update: UpdateFn | None = None):
   """The pure step `(state, batch, key) -> (state, metrics)`.
 
-  Metrics are every term of the loss plus 'objective' (what is
-  differentiated), 'grad_norm' and 'param_norm'.
+  `update` (default: `gradient_update(loss, optimizer)`) gets the key with
+  the step folded in. Metrics are every term it returns plus 'objective'
+  (what is optimised) and 'param_norm'; the gradient update adds
+  'grad_norm'.
   """
+  update = update or gradient_update(loss, optimizer)
+
   def train_step(state: State, batch: dict, key: jax.Array):
     step = state['step']
-    grad_fn = jax.value_and_grad(loss, has_aux=True)
-    (objective, terms), grads = grad_fn(
-        state['params'], batch, jax.random.fold_in(key, step), step)
-    updates, opt_state = optimizer.update(grads, state['opt_state'],
-                                          state['params'])
-    params = optax.apply_updates(state['params'], updates)
+    params, opt_state, objective, terms = update(
+        state['params'], state['opt_state'], batch,
+        jax.random.fold_in(key, step), step)
     metrics = dict(terms, objective=objective,
-                   grad_norm=optax.tree.norm(grads),
                    param_norm=optax.tree.norm(params))
     return {'step': step + 1, 'params': params, 'opt_state': opt_state}, metrics
   return train_step
@@ -131,7 +153,7 @@ def compile_step(stage: Stage, abstract: Any, mesh):
   """The jitted, donated train step with the mesh's shardings."""
   replicated = sharding_lib.replicated(mesh)
   shardings = jax.tree.map(lambda _: replicated, abstract)
-  return jax.jit(make_train_step(stage.loss, stage.optimizer),
+  return jax.jit(make_train_step(stage.loss, stage.optimizer, stage.update),
                  in_shardings=(shardings, sharding_lib.data_sharding(mesh),
                                replicated),
                  out_shardings=(shardings, replicated),
