@@ -1,0 +1,472 @@
+"""MS-GMM: a mixture of factor analysers over the residual r = x - y.
+
+The stage-2 density, for D = H * W * C flattened residual dimensions,
+
+  p(x | y) = p(r),  r = x - y,
+  p(r)     = sum_k pi_k N(r; mu_k, W_k W_k^T + diag(psi_k)),
+
+with K components (`gmm_components`), q factors each (`gmm_factors`) and a
+diagonal noise variance psi_k of its own per component (Ghahramani & Hinton
+1996 tie psi across components; one per component, as in Richardson & Weiss
+2018's MFA of images, costs nothing more). It is a density of continuous x over
+R^D (no dequantisation, no account of the [0, 1] box); `log_likelihood` gives
+it exactly, in nats per image.
+
+Nothing D x D is ever formed. With C_k = W_k W_k^T + Psi_k, e = r - mu_k,
+M_k = I_q + W_k^T Psi_k^-1 W_k (q x q) and m = M_k^-1 W_k^T Psi_k^-1 e,
+  log |C_k|    = log |M_k| + sum_d log psi_kd       (determinant lemma)
+  e^T C_k^-1 e = |Psi_k^-1/2 (e - W_k m)|^2 + |m|^2  (Woodbury)
+(the quadratic form is the minimum over f of the joint one, reached at the
+posterior mean m; both terms are >= 0, so float32 loses nothing to the
+cancellation of the usual |Psi^-1/2 e|^2 - b^T M^-1 b). The posterior of
+the factors given component k is N(m, M_k^-1). Memory is O(B K D) for a
+batch (the residual against every component).
+
+Latent. z = (u, f), a flat [B, 1 + q] array: u = z[:, 0] in [0, 1) picks the
+component by the inverse CDF of pi (k is the interval [cdf_{k-1}, cdf_k) that
+holds u), f = z[:, 1:] are that component's factor coordinates. So the prior
+z ~ U(0, 1) x N(0, I_q) needs no parameters (the contract's `sample_latent`
+has none) and still draws k ~ pi. `infer` gives the MAP component (u at the
+middle of its interval) and its posterior-mean factors, or with a key an
+exact posterior sample (k from the responsibilities, u uniform in k's
+interval, f ~ N(m, M_k^-1)). A component of weight below float32's spacing
+(~1e-7) has an empty interval and cannot be addressed. The shared
+`stage2.z_dim` is not used.
+
+`generate(y, z) = clip(y + mu_k + W_k f, 0, 1)`, the mean of p(x | y, z)
+without the psi noise (as MS-VAE shows the decoder mean); `sample` adds
+temperature * sqrt(psi_k) noise only with `noise=True`. The temperature
+scales f, never u.
+
+Training is EM. `em_step` is classic full-batch EM. `update` is stepwise
+(online) EM (Cappe & Moulines 2009; Liang & Klein 2009): the expected
+complete-data sufficient statistics of the batch (batch averages of
+h_k, h_k r, h_k r^2, h_k E[f], h_k E[f f^T], h_k r E[f]^T, h_k the
+responsibility) are blended into running statistics kept as the opt_state,
+  S <- (1 - rho_t) S + rho_t S_batch,  rho_t = (t + 1)^-gmm_step_power,
+and the closed-form M-step maps S to the parameters (psi floored at
+`gmm_min_variance`). rho_0 = 1, so the first step is plain EM on its batch;
+with the whole data set as the batch, every step is `em_step`. A power in
+(0.5, 1] makes the rho_t a Robbins-Monro sequence; 1 averages all batches'
+statistics equally; 0 makes every step batch EM on its own minibatch.
+`optimizer().init(params)` gives the statistics that params would expect
+(a fixed point of the M-step), so the opt_state is meaningful from the
+start. A component whose total responsibility underflows keeps its mean,
+factors and variance (its weight goes to ~0) instead of dividing by zero.
+
+Initialisation. `init` is random (uniform pi, small mu_k and W_k, psi =
+`gmm_init_variance`); from it the first E-step in D ~ 1e4 dimensions tends
+to hand almost every image to one component, which then keeps them. So by
+default (`gmm_data_init`) step 0 of `update` restarts from its own batch,
+`init_from_residuals`: mu_k = K distinct residuals of the batch, psi = their
+per-dimension variance, small random W_k.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from msdr.errors import UserInputError
+
+Params = Any
+Stats = dict
+
+DEFAULTS = dict(
+    gmm_components=10,      # K, mixture components
+    gmm_factors=16,         # q, factors per component (z has 1 + q dims)
+    gmm_step_power=0.6,     # kappa of the stepwise-EM step (t + 1)^-kappa
+    gmm_min_variance=1e-4,  # floor of psi (the per-pixel noise variance)
+    gmm_init_variance=1e-2,  # psi at init; W_k W_k^T starts at about as much
+    gmm_data_init=True,     # step 0 restarts from its batch's residuals
+)
+
+# Total responsibility (a batch average) below which a component is dead.
+_DEAD = 1e-12
+
+
+def flatten(a: jax.Array) -> jax.Array:
+  """[B, ...] -> [B, D]."""
+  return a.reshape(a.shape[0], -1)
+
+
+# -- the mixture of factor analysers on flat residuals -----------------------
+
+
+def posterior(params: Params, r: jax.Array) -> dict:
+  """Everything the E-step, the likelihood and `infer` need.
+
+  Args:
+    params: {'weights' [K], 'mean' [K, D], 'factors' [K, D, q],
+      'variance' [K, D]}.
+    r: residuals [N, D].
+
+  Returns:
+    dict of 'log_joint' [N, K] (log pi_k + log N(r; mu_k, C_k)),
+    'log_likelihood' [N], 'responsibilities' [N, K], 'factor_mean'
+    [N, K, q] (E[f | r, k]) and 'chol' [K, q, q] (lower Cholesky factor
+    of M_k, the posterior precision of f given k).
+  """
+  w, psi = params['factors'], params['variance']
+  q = w.shape[-1]
+  w_scaled = w / psi[..., None]                                  # Psi^-1 W
+  precision = (jnp.eye(q, dtype=w.dtype)
+               + jnp.einsum('kdq,kdp->kqp', w, w_scaled))        # M_k
+  chol = jnp.linalg.cholesky(precision)
+  e = r[:, None, :] - params['mean'][None]                       # [N, K, D]
+  b = jnp.einsum('nkd,kdq->kqn', e, w_scaled)
+  m = jax.scipy.linalg.cho_solve((chol, True), b)                # [K, q, N]
+  m = jnp.transpose(m, (2, 0, 1))                                # [N, K, q]
+  left = e - jnp.einsum('kdq,nkq->nkd', w, m)
+  mahalanobis = (jnp.sum(jnp.square(left) / psi[None], -1)
+                 + jnp.sum(jnp.square(m), -1))
+  log_det = (2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
+             + jnp.sum(jnp.log(psi), -1))                        # log |C_k|
+  d = r.shape[-1]
+  log_normal = -0.5 * (d * math.log(2 * math.pi) + log_det[None]
+                       + mahalanobis)
+  log_joint = jnp.log(params['weights'])[None] + log_normal
+  log_lik = jax.nn.logsumexp(log_joint, axis=-1)
+  return {'log_joint': log_joint, 'log_likelihood': log_lik,
+          'responsibilities': jnp.exp(log_joint - log_lik[:, None]),
+          'factor_mean': m, 'chol': chol}
+
+
+def statistics(params: Params, r: jax.Array) -> tuple[Stats, jax.Array]:
+  """The E-step: batch-averaged expected sufficient statistics.
+
+  Returns:
+    (stats, log-likelihoods [N]); stats holds 'count' [K] = <h_k>, 'r'
+    [K, D] = <h_k r>, 'rr' [K, D] = <h_k r^2>, 'z' [K, q] = <h_k E[f]>,
+    'zz' [K, q, q] = <h_k E[f f^T]> and 'rz' [K, D, q] = <h_k r E[f]^T>,
+    where <.> averages over the N residuals.
+  """
+  post = posterior(params, r)
+  h, m, chol = post['responsibilities'], post['factor_mean'], post['chol']
+  n = r.shape[0]
+  q = m.shape[-1]
+  count = jnp.mean(h, 0)
+  eye = jnp.broadcast_to(jnp.eye(q, dtype=chol.dtype), chol.shape)
+  cov = jax.scipy.linalg.cho_solve((chol, True), eye)            # M_k^-1
+  hm = h[..., None] * m                                          # [N, K, q]
+  stats = {
+      'count': count,
+      'r': h.T @ r / n,
+      'rr': h.T @ jnp.square(r) / n,
+      'z': jnp.mean(hm, 0),
+      'zz': (count[:, None, None] * cov
+             + jnp.einsum('nkq,nkp->kqp', hm, m) / n),
+      'rz': jnp.einsum('nd,nkq->kdq', r, hm) / n,
+  }
+  return stats, post['log_likelihood']
+
+
+def expected_statistics(params: Params) -> Stats:
+  """The statistics that `params` expects of its own samples.
+
+  E[h_k] = pi_k, E[h_k r] = pi_k mu_k, E[h_k r^2] = pi_k (mu_k^2 +
+  diag(W_k W_k^T) + psi_k), E[h_k f] = 0, E[h_k f f^T] = pi_k I and
+  E[h_k r f^T] = pi_k W_k, so `m_step` maps them back to `params`.
+  """
+  pi, mu, w = params['weights'], params['mean'], params['factors']
+  q = w.shape[-1]
+  return {
+      'count': pi,
+      'r': pi[:, None] * mu,
+      'rr': pi[:, None] * (jnp.square(mu) + jnp.sum(jnp.square(w), -1)
+                           + params['variance']),
+      'z': jnp.zeros((w.shape[0], q), w.dtype),
+      'zz': pi[:, None, None] * jnp.eye(q, dtype=w.dtype),
+      'rz': pi[:, None, None] * w,
+  }
+
+
+def m_step(stats: Stats, params: Params, min_variance: float) -> Params:
+  """The closed-form M-step of an MFA from its sufficient statistics.
+
+  With the augmented loading [W_k, mu_k] and latent [f; 1],
+    [W_k, mu_k] = B_k A_k^-1,  A_k = <h_k E[[f; 1][f; 1]^T]>,
+                               B_k = <h_k r E[[f; 1]]^T>,
+    psi_k = max((<h_k r^2> - rowsum([W_k, mu_k] * B_k)) / <h_k>, floor),
+    pi_k = <h_k> / sum_j <h_j>.
+  A dead component (total responsibility below 1e-12) keeps `params`'.
+  """
+  count, q = stats['count'], stats['zz'].shape[-1]
+  a = jnp.concatenate([
+      jnp.concatenate([stats['zz'], stats['z'][:, :, None]], -1),
+      jnp.concatenate([stats['z'][:, None, :], count[:, None, None]], -1),
+  ], 1)                                                          # [K, q+1, q+1]
+  b = jnp.concatenate([stats['rz'], stats['r'][..., None]], -1)  # [K, D, q+1]
+  alive = count > _DEAD
+  a = jnp.where(alive[:, None, None], a, jnp.eye(q + 1, dtype=a.dtype))
+  loading = jnp.swapaxes(jnp.linalg.solve(a, jnp.swapaxes(b, 1, 2)), 1, 2)
+  safe_count = jnp.where(alive, count, 1.0)[:, None]
+  variance = (stats['rr'] - jnp.sum(loading * b, -1)) / safe_count
+  variance = jnp.maximum(variance, min_variance)
+  keep = lambda new, old: jnp.where(
+      alive.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+  return {'weights': count / jnp.sum(count),
+          'mean': keep(loading[..., q], params['mean']),
+          'factors': keep(loading[..., :q], params['factors']),
+          'variance': keep(variance, params['variance'])}
+
+
+def em_step(params: Params, r: jax.Array,
+            min_variance: float = DEFAULTS['gmm_min_variance']) -> Params:
+  """One iteration of full-batch EM on residuals r [N, ...] (any shape)."""
+  stats, _ = statistics(params, flatten(r))
+  return m_step(stats, params, min_variance)
+
+
+def step_size(step: jax.Array, power: float,
+              dtype: jnp.dtype = jnp.float32) -> jax.Array:
+  """rho_t = (t + 1)^-power: 1 at step 0."""
+  return jnp.power(jnp.asarray(step, dtype) + 1, -power)
+
+
+def component_of(weights: jax.Array, u: jax.Array) -> jax.Array:
+  """The component whose inverse-CDF interval of pi holds u: [B] int32."""
+  upper = jnp.cumsum(weights) / jnp.sum(weights)
+  return jnp.sum(u[:, None] >= upper[None, :-1], -1).astype(jnp.int32)
+
+
+def interval(weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(lower, upper) [K] of each component's interval of u in [0, 1)."""
+  upper = jnp.cumsum(weights) / jnp.sum(weights)
+  return jnp.concatenate([jnp.zeros_like(upper[:1]), upper[:-1]]), upper
+
+
+# -- the stage-2 model -------------------------------------------------------
+
+
+def _no_gradient_update(updates, state, params=None):
+  del updates, state, params
+  raise NotImplementedError('ms_gmm trains by EM: use MSGMM.update')
+
+
+@dataclasses.dataclass(frozen=True)
+class MSGMM:
+  """Mixture of factor analysers p(x | y) = MFA(x - y), trained by EM."""
+  components: int = DEFAULTS['gmm_components']
+  factors: int = DEFAULTS['gmm_factors']
+  step_power: float = DEFAULTS['gmm_step_power']
+  min_variance: float = DEFAULTS['gmm_min_variance']
+  init_variance: float = DEFAULTS['gmm_init_variance']
+  data_init: bool = DEFAULTS['gmm_data_init']
+  name: str = 'ms_gmm'
+
+  @property
+  def z_dim(self) -> int:
+    return 1 + self.factors
+
+  def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> Params:
+    """Uniform pi, psi = init_variance, small random mu_k and W_k (the
+    diagonal of W_k W_k^T about init_variance), float32."""
+    d = math.prod(image_shape)
+    k_mean, k_factors = jax.random.split(key)
+    k, q, v = self.components, self.factors, self.init_variance
+    return {
+        'weights': jnp.full((k,), 1.0 / k, jnp.float32),
+        'mean': 0.1 * math.sqrt(v) * jax.random.normal(k_mean, (k, d)),
+        'factors': math.sqrt(v / q) * jax.random.normal(k_factors, (k, d, q)),
+        'variance': jnp.full((k, d), v, jnp.float32),
+    }
+
+  def init_from_residuals(self, key: jax.Array, r: jax.Array) -> Params:
+    """A data-driven start: mu_k = K distinct residuals of r [N, ...] (drawn
+    with repeats if N < K: the random W_k then tell the copies apart), psi =
+    their per-dimension variance (floored), small random W_k."""
+    r = flatten(r)
+    k_pick, k_factors = jax.random.split(key)
+    pick = jax.random.choice(k_pick, r.shape[0], (self.components,),
+                             replace=r.shape[0] < self.components)
+    variance = jnp.maximum(jnp.var(r, 0), self.min_variance)
+    noise = jax.random.normal(k_factors, (self.components, r.shape[1],
+                                          self.factors), r.dtype)
+    return {
+        'weights': jnp.full((self.components,), 1.0 / self.components,
+                            r.dtype),
+        'mean': r[pick],
+        'factors': 0.1 * noise * jnp.sqrt(variance / self.factors)[:, None],
+        'variance': jnp.broadcast_to(variance, (self.components,
+                                                r.shape[1])),
+    }
+
+  def optimizer(self) -> optax.GradientTransformation:
+    """Only its `init`: the running EM statistics (`expected_statistics`)."""
+    return optax.GradientTransformation(expected_statistics,
+                                        _no_gradient_update)
+
+  def em_step(self, params: Params, r: jax.Array) -> Params:
+    """Full-batch EM on residuals r [N, ...] (see the module `em_step`)."""
+    return em_step(params, r, self.min_variance)
+
+  def update(self, params: Params, opt_state: Stats, x: jax.Array,
+             y: jax.Array, key: jax.Array, step: jax.Array):
+    """One stepwise-EM step on the batch.
+
+    With `data_init`, step 0 first replaces `params` by
+    `init_from_residuals(key, x - y)`.
+
+    Returns:
+      (params, running statistics, objective, terms): the objective is the
+      batch's mean negative log-likelihood in nats per image under the
+      params before the step; terms add 'bits_per_dim', 'step_size' and
+      'min_weight' (a component near 0 is dying).
+    """
+    r = flatten(x - y)
+    if self.data_init:
+      params = jax.lax.cond(step == 0,
+                            lambda: self.init_from_residuals(key, r),
+                            lambda: params)
+    stats, log_lik = statistics(params, r)
+    rho = step_size(step, self.step_power, stats['count'].dtype)
+    opt_state = jax.tree.map(lambda s, new: (1 - rho) * s + rho * new,
+                             opt_state, stats)
+    new_params = m_step(opt_state, params, self.min_variance)
+    objective, terms = self._terms(log_lik, x)
+    return new_params, opt_state, objective, dict(
+        terms, step_size=rho, min_weight=jnp.min(new_params['weights']))
+
+  def _terms(self, log_lik, x):
+    nll = -jnp.mean(log_lik)
+    dims = math.prod(x.shape[1:])
+    return nll, {'nll': nll, 'bits_per_dim': nll / (dims * math.log(2))}
+
+  def loss(self, params: Params, x: jax.Array, y: jax.Array, key: jax.Array,
+           step: jax.Array):
+    """(mean -log p(x | y) in nats per image, {'nll', 'bits_per_dim'}).
+
+    For evaluation and logging only: the model trains by `update`.
+    """
+    del key, step
+    return self._terms(self.log_likelihood(params, x, y), x)
+
+  def log_likelihood(self, params: Params, x: jax.Array,
+                     y: jax.Array) -> jax.Array:
+    """log p(x | y) in nats, one per image: [B]."""
+    return posterior(params, flatten(x - y))['log_likelihood']
+
+  def infer(self, params: Params, x: jax.Array, y: jax.Array,
+            key: jax.Array | None = None) -> jax.Array:
+    """z = (u, f) [B, 1 + q] of x given y (see the module docstring).
+
+    key None: the MAP component (u at the middle of its interval) and its
+    posterior-mean factors; a key: an exact posterior sample of (u, f).
+    """
+    post = posterior(params, flatten(x - y))
+    lower, upper = interval(params['weights'])
+    batch = jnp.arange(x.shape[0])
+    if key is None:
+      k = jnp.argmax(post['log_joint'], -1)
+      u = 0.5 * (lower[k] + upper[k])
+      return jnp.concatenate([u[:, None], post['factor_mean'][batch, k]], -1)
+    k_comp, k_u, k_f = jax.random.split(key, 3)
+    k = jax.random.categorical(k_comp, post['log_joint'], -1)
+    u = lower[k] + (upper[k] - lower[k]) * jax.random.uniform(
+        k_u, k.shape, lower.dtype)
+    # f = m + L^-T eps has covariance (L L^T)^-1 = M_k^-1.
+    eps = jax.random.normal(k_f, (x.shape[0], self.factors, 1), u.dtype)
+    noise = jax.scipy.linalg.solve_triangular(
+        post['chol'][k], eps, lower=True, trans='T')[..., 0]
+    return jnp.concatenate([u[:, None], post['factor_mean'][batch, k] + noise],
+                           -1)
+
+  def generate(self, params: Params, y: jax.Array, z: jax.Array) -> jax.Array:
+    """clip(y + mu_k + W_k f, 0, 1) for z = (u, f) [B, 1 + q]."""
+    return jnp.clip(y + self._mean(params, z).reshape(y.shape), 0.0, 1.0)
+
+  def _mean(self, params: Params, z: jax.Array) -> jax.Array:
+    """mu_k + W_k f [B, D], as one [B, K q] x [K q, D] product (no
+    per-example gather of W_k)."""
+    one_hot = self._one_hot(params, z)
+    weighted = one_hot[:, :, None] * z[:, None, 1:]             # [B, K, q]
+    return (one_hot @ params['mean']
+            + jnp.einsum('bkq,kdq->bd', weighted, params['factors']))
+
+  def _one_hot(self, params: Params, z: jax.Array) -> jax.Array:
+    k = component_of(params['weights'], z[:, 0])
+    return jax.nn.one_hot(k, self.components, dtype=params['mean'].dtype)
+
+  def reconstruct(self, params: Params, x: jax.Array, y: jax.Array,
+                  key: jax.Array | None = None) -> jax.Array:
+    return self.generate(params, y, self.infer(params, x, y, key))
+
+  def sample_latent(self, key: jax.Array, n: int,
+                    temperature: float = 1.0) -> jax.Array:
+    """z = (u, f) [n, 1 + q]: u ~ U(0, 1) (so k ~ pi), f ~ N(0, t^2 I)."""
+    k_u, k_f = jax.random.split(key)
+    return jnp.concatenate([
+        jax.random.uniform(k_u, (n, 1)),
+        temperature * jax.random.normal(k_f, (n, self.factors))], -1)
+
+  def sample(self, params: Params, y: jax.Array, key: jax.Array,
+             temperature: float = 1.0, noise: bool = False) -> jax.Array:
+    """x ~ p(x | y) at a temperature, clipped to [0, 1].
+
+    Without `noise` (the default): generate(y, z), z ~ the prior, the
+    noise-free mean of the chosen factor analyser; with it, plus
+    temperature * sqrt(psi_k) white noise per pixel.
+    """
+    k_z, k_noise = jax.random.split(key)
+    z = self.sample_latent(k_z, y.shape[0], temperature)
+    if not noise:
+      return self.generate(params, y, z)
+    std = jnp.sqrt(self._one_hot(params, z) @ params['variance'])
+    eps = jax.random.normal(k_noise, std.shape, std.dtype)
+    mean = self._mean(params, z) + temperature * std * eps
+    return jnp.clip(y + mean.reshape(y.shape), 0.0, 1.0)
+
+
+def _positive_int(cfg, name: str) -> int:
+  value = cfg[name]
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise UserInputError(f'stage2.{name} must be a positive int; got '
+                         f'{value!r}')
+  return value
+
+
+def _positive_float(cfg, name: str) -> float:
+  value = cfg[name]
+  if (isinstance(value, bool) or not isinstance(value, (int, float))
+      or not 0 < value < math.inf):
+    raise UserInputError(f'stage2.{name} must be a finite number > 0; got '
+                         f'{value!r}')
+  return float(value)
+
+
+def from_config(cfg, image_shape: tuple[int, int, int]) -> MSGMM:
+  """The MS-GMM of `config.stage2` for images of `image_shape`.
+
+  Raises:
+    UserInputError: a non-positive or non-int component/factor count, as
+      many factors as pixel values or more, a step power outside [0, 1], a
+      non-positive variance or a non-bool gmm_data_init.
+  """
+  components = _positive_int(cfg, 'gmm_components')
+  factors = _positive_int(cfg, 'gmm_factors')
+  d = math.prod(image_shape)
+  if factors >= d:
+    raise UserInputError(f'stage2.gmm_factors must be below the {d} '
+                         f'dimensions of {tuple(image_shape)} images; got '
+                         f'{factors}')
+  power = cfg.gmm_step_power
+  if (isinstance(power, bool) or not isinstance(power, (int, float))
+      or not 0 <= power <= 1):
+    raise UserInputError(f'stage2.gmm_step_power must be in [0, 1] '
+                         f'(0.5 < it for a convergent stepwise EM); got '
+                         f'{power!r}')
+  data_init = cfg.gmm_data_init
+  if not isinstance(data_init, bool):
+    raise UserInputError(f'stage2.gmm_data_init must be a bool; got '
+                         f'{data_init!r}')
+  return MSGMM(components=components, factors=factors,
+               step_power=float(power),
+               min_variance=_positive_float(cfg, 'gmm_min_variance'),
+               init_variance=_positive_float(cfg, 'gmm_init_variance'),
+               data_init=data_init)
