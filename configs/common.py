@@ -19,6 +19,8 @@ CI; 'demo' is a few minutes on a CPU.
 import ml_collections
 from ml_collections import config_dict
 
+from msdr.models import stage2 as stage2_lib
+
 
 MODES = ('', 'smoke', 'demo')
 
@@ -34,6 +36,7 @@ METHOD_DEFAULTS = {
 
 
 def base_config(dataset: str, method: str, arg: str | None = None,
+                stage2: dict | None = None,
                 **stage1) -> ml_collections.ConfigDict:
   """The full config of one run.
 
@@ -42,6 +45,9 @@ def base_config(dataset: str, method: str, arg: str | None = None,
     method: the stage-1 method.
     arg: the text after ':' in `--config FILE:ARG`; 'smoke' shrinks everything
       for a seconds-long run, 'demo' to minutes on a CPU.
+    stage2: overrides of `config.stage2` fields; with a `model`, the run is
+      the multi-stage method (stage 1, stage 2, then evaluation). Without,
+      `config.stage2.model` is None and the run trains stage 1 only.
     **stage1: overrides of `config.stage1` fields (e.g. beta=6.0).
   """
   if (arg or '') not in MODES:
@@ -78,7 +84,12 @@ def base_config(dataset: str, method: str, arg: str | None = None,
   config.stage1.disc_beta1 = 0.5
   config.stage1.disc_beta2 = 0.9
   config.stage1.update(METHOD_DEFAULTS.get(method, {}))
+  # A finished run whose stage 1 this run's stage 2 builds on (its
+  # config.json defines stage 1); None: stage 1 is trained in this workdir.
+  config.stage1.init_from = config_dict.placeholder(str)
   config.stage1.update(stage1)
+
+  config.stage2 = stage2_section(stage2 or {})
 
   # --mode=eval (msdr.eval.evaluator): held-out samples and metric sizes,
   # disentanglement_lib's defaults.
@@ -88,6 +99,12 @@ def base_config(dataset: str, method: str, arg: str | None = None,
   config.eval.batch_size = 256
   config.eval.interventional_points = 10_000
   config.eval.interventional_eval = 5_000
+  # Fréchet distance features: 'random_conv' (no download) or 'inception_v3'
+  # with `inception_weights` (msdr.eval.features documents the .npz).
+  config.eval.feature_network = 'random_conv'
+  config.eval.inception_weights = config_dict.placeholder(str)
+  # Evaluate at the end of --mode=train (multi-stage configs do).
+  config.eval.after_training = bool(config.stage2.model)
 
   config.checkpoint_every = 10_000
   config.keep_checkpoints = 3
@@ -102,8 +119,37 @@ def base_config(dataset: str, method: str, arg: str | None = None,
     config.log_every = 5
     config.eval.update(num_train=200, num_test=100, batch_size=50,
                        interventional_points=50, interventional_eval=50)
+    config.stage2.update(batch_size=8, steps=20, width=8, z_dim=8,
+                         learning_rate=1e-3, gan_disc_width=8,
+                         flow_hidden=16, flow_steps_per_level=2)
   elif arg == 'demo':
     config.stage1.steps = 1_000
+    config.stage2.update(steps=500, width=16)  # ~0.8 s/step at batch 64
+    # FactorVAE / BetaVAE points each render and encode a batch of 64
+    # (pairs): 2 x 64 x points images, the slow part of a CPU evaluation.
+    config.eval.update(num_train=2_000, num_test=1_000,
+                       interventional_points=200, interventional_eval=100)
     config.checkpoint_every = 250
     config.log_every = 50
   return config
+
+
+def stage2_section(overrides: dict) -> ml_collections.ConfigDict:
+  """config.stage2: every stage-2 model's fields (msdr.models.stage2), so
+  command-line overrides type-check; the chosen model reads its own."""
+  fields = stage2_lib.defaults()
+  fields['model'] = config_dict.placeholder(str)
+  # Side of stage 2's images: 64, or 128 for a high-resolution stage 2 on a
+  # tfds dataset (stage 1 stays at 64x64).
+  fields['image_size'] = 64
+  section = ml_collections.ConfigDict(fields)
+  section.update(overrides)
+  return section
+
+
+def multistage_config(dataset: str, model: str, arg: str | None = None,
+                      method: str = 'beta_tcvae', stage1: dict | None = None,
+                      **stage2) -> ml_collections.ConfigDict:
+  """A multi-stage run: stage 1 `method`, then stage-2 `model`, then eval."""
+  return base_config(dataset, method, arg, stage2=dict(stage2, model=model),
+                     **(stage1 or {}))

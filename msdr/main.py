@@ -4,11 +4,15 @@ r"""msdr's command line: flags, config, devices, then one call into the job.
       --workdir /tmp/run [--config.stage1.beta=4] [--mode=train]
 
 Modes:
-  train  (default) train stage 1, or resume it from the workdir's newest
-         checkpoint; writes `config.json`, `metrics.jsonl`, `tensorboard/`
-         and `checkpoints/stage1/`.
-  eval   score the workdir's newest stage-1 checkpoint (disentanglement and
-         reconstruction metrics, msdr.eval.evaluator); writes `eval.json`.
+  train  (default) train stage 1 (unless `stage1.init_from` names a finished
+         run), then stage 2 when the config has one, then evaluate when
+         `eval.after_training` (multi-stage configs); each stage resumes
+         from the workdir's newest checkpoint. Writes `config.json`,
+         `metrics.jsonl`, `tensorboard/`, `checkpoints/stage{1,2}/` and
+         `eval.json`.
+  eval   score the workdir's newest checkpoints (disentanglement of stage 1,
+         reconstruction and sample quality of stage 1 and the multi-stage
+         model, msdr.eval.evaluator); writes `eval.json`.
   data   load the dataset, print its summary, render the first batches through
          the sharded input pipeline (with their speed) and write
          `data_samples.png` and `config.json` in the workdir.
@@ -114,8 +118,9 @@ def main(argv) -> None:
     if _MODE.value == 'data':
       run_data(config, workdir)
     elif _MODE.value == 'train':
-      from msdr.train import stage1  # pylint: disable=g-import-not-at-top
-      stage1.train_stage1(config, workdir)
+      from msdr.train import run  # pylint: disable=g-import-not-at-top
+      run.run(config, workdir)
+      print(f'results: {workdir}', flush=True)
     elif _MODE.value == 'eval':
       from msdr.eval import evaluator  # pylint: disable=g-import-not-at-top
       evaluator.evaluate(workdir, config)

@@ -43,14 +43,29 @@ class ConfigTest(parameterized.TestCase):
     names = sorted(os.path.basename(p)[:-3] for p in
                    glob.glob(os.path.join(ROOT, 'configs', '[a-z]*_*.py')))
     methods = set()
+    from msdr.models import stage2  # pylint: disable=g-import-not-at-top
+    models = set()
     for name in names:
       module = importlib.import_module(f'configs.{name}')
       for mode in common.MODES:
         config = module.get_config(mode or None)
         stage1.check_config(config.stage1)
         stage1_job.check_run_config(config)
-        self.assertTrue(name.endswith(config.stage1.method), name)
         methods.add(config.stage1.method)
+        if config.stage2.model is None:
+          self.assertTrue(name.endswith(config.stage1.method), name)
+          continue
+        self.assertTrue(name.endswith(config.stage2.model), name)
+        self.assertTrue(config.eval.after_training)
+        models.add(config.stage2.model)
+        side = config.stage2.image_size
+        stage2.from_config(config.stage2, (side, side, 3))
+    # Each stage-2 model on each dataset, and CelebA at 128x128.
+    for model in stage2.MODELS:
+      for dataset in ('dsprites', 'shapes3d', 'shapes3d_detail', 'celeba'):
+        self.assertIn(f'{dataset}_{model}', names)
+    self.assertIn('celeba_128_ms_vae', names)
+    self.assertEqual(models, set(stage2.MODELS))
     # One config per stage-1 method on dsprites, at least.
     self.assertEqual(methods, set(stage1.METHODS))
     for method in stage1.METHODS:

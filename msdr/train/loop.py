@@ -160,6 +160,18 @@ def compile_step(stage: Stage, abstract: Any, mesh):
                  donate_argnums=0)
 
 
+def restore_latest(stage: Stage, workdir: str, seed: int, mesh):
+  """(state, step) of the newest readable checkpoint of `stage` in
+  `workdir`, restored onto the mesh, or None when there is none."""
+  init_key, _ = stage_keys(seed, stage.name)
+  ckpt = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints', stage.name))
+  try:
+    return ckpt.restore(abstract_state(stage, init_key, mesh))
+  finally:
+    ckpt.close()
+
+
 @contextlib.contextmanager
 def _preemption_signals():
   """Yields a dict whose 'signum' is set when SIGTERM or SIGINT arrives.

@@ -20,7 +20,7 @@ from msdr.models import stage1 as stage1_lib
 from msdr.train import loop
 
 
-def _positive_int(value, name: str) -> int:
+def positive_int(value, name: str) -> int:
   if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
     raise UserInputError(f'{name} must be a positive int; got {value!r}.')
   return value
@@ -28,19 +28,26 @@ def _positive_int(value, name: str) -> int:
 
 def check_run_config(config) -> None:
   """Checks the run-level fields every stage uses."""
-  _positive_int(config.checkpoint_every, 'checkpoint_every')
-  _positive_int(config.log_every, 'log_every')
-  _positive_int(config.keep_checkpoints, 'keep_checkpoints')
+  positive_int(config.checkpoint_every, 'checkpoint_every')
+  positive_int(config.log_every, 'log_every')
+  positive_int(config.keep_checkpoints, 'keep_checkpoints')
   if not isinstance(config.seed, int):
     raise UserInputError(f'seed must be an int; got {config.seed!r}.')
 
 
-def dataset_from_config(config):
-  """The dataset named by `config.data`."""
+def dataset_from_config(config, image_size: int = 64):
+  """The dataset named by `config.data`, with images of `image_size`
+  (procedural datasets render at 64 only)."""
   kwargs = {}
   if config.data.name.startswith(registry.TFDS_PREFIX):
     kwargs = {'data_dir': config.data.tfds_data_dir,
               'split': config.data.tfds_split}
+    if image_size != 64:
+      kwargs['image_size'] = image_size
+  elif image_size != 64:
+    raise UserInputError(
+        f'{config.data.name} renders 64x64 images only; a {image_size}x'
+        f'{image_size} stage 2 needs a tfds dataset')
   return registry.get_dataset(config.data.name, **kwargs)
 
 
@@ -59,7 +66,7 @@ def build(config, mesh=None):
   """
   check_run_config(config)
   cfg = config.stage1
-  _positive_int(cfg.steps, 'stage1.steps')
+  positive_int(cfg.steps, 'stage1.steps')
   mesh = mesh if mesh is not None else sharding_lib.make_mesh(
       config.num_devices)
   sharding_lib.check_batch_size(cfg.batch_size, mesh, 'stage1.batch_size')
@@ -91,12 +98,17 @@ def train_stage1(config, workdir: str, mesh=None):
   mesh = mesh if mesh is not None else sharding_lib.make_mesh(
       config.num_devices)
   model, stage, _ = build(config, mesh)
-  print(f'stage1: {model.method} on {config.data.name}, batch '
+  return model, train_stage(stage, config, workdir, mesh, model.method)
+
+
+def train_stage(stage: loop.Stage, config, workdir: str, mesh,
+                what: str) -> loop.State:
+  """Announces `stage` and trains it with the config's run settings."""
+  print(f'{stage.name}: {what} on {config.data.name}, batch '
         f'{stage.batch_size} over {mesh.devices.size} '
         f'{jax.devices()[0].platform} device(s), {stage.steps} steps',
         flush=True)
-  state = loop.train(stage, workdir=workdir, seed=config.seed, mesh=mesh,
-                     checkpoint_every=config.checkpoint_every,
-                     log_every=config.log_every,
-                     keep_checkpoints=config.keep_checkpoints)
-  return model, state
+  return loop.train(stage, workdir=workdir, seed=config.seed, mesh=mesh,
+                    checkpoint_every=config.checkpoint_every,
+                    log_every=config.log_every,
+                    keep_checkpoints=config.keep_checkpoints)

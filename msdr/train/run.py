@@ -1,0 +1,34 @@
+"""The whole method as one job: stage 1, then stage 2, then evaluation.
+
+  from msdr.train import run
+  scores = run.run(config, workdir)
+
+Stage 1 is skipped when `config.stage1.init_from` names a finished run;
+stage 2 runs when `config.stage2.model` is set; evaluation when
+`config.eval.after_training` is (multi-stage configs set it). Each stage
+resumes from its own checkpoints, so rerunning the command after an
+interruption continues in the stage that was running.
+"""
+
+from __future__ import annotations
+
+from msdr import sharding as sharding_lib
+
+
+def run(config, workdir: str, mesh=None) -> dict | None:
+  """Trains every stage the config names; returns eval scores or None."""
+  from msdr.train import stage1  # pylint: disable=g-import-not-at-top
+  from msdr.train import stage2  # pylint: disable=g-import-not-at-top
+  mesh = mesh if mesh is not None else sharding_lib.make_mesh(
+      config.num_devices)
+  has_stage2 = bool(config.get('stage2', {}).get('model'))
+  if has_stage2:  # fail on a bad stage-2 value before training stage 1
+    stage2.make_model(config)
+  if not config.stage1.get('init_from'):
+    stage1.train_stage1(config, workdir, mesh)
+  if has_stage2:
+    stage2.train_stage2(config, workdir, mesh)
+  if config.get('eval', {}).get('after_training'):
+    from msdr.eval import evaluator  # pylint: disable=g-import-not-at-top
+    return evaluator.evaluate(workdir, config)
+  return None
