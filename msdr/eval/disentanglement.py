@@ -2,8 +2,9 @@
 (google-research) computes them from codes and ground-truth factors; the
 interventional FactorVAE and BetaVAE scores live in `msdr.eval.interventional`
 and are re-exported here, so `dm.factor_vae_score` and `dm.beta_vae_score`
-work, `modularity_explicitness` adds `msdr.eval.explicitness`, and `sap` is
-`msdr.eval.sap.sap`. DCI is still to come.
+work, `modularity_explicitness` adds `msdr.eval.explicitness`, `sap` is
+`msdr.eval.sap.sap`, and `dci` is `msdr.eval.dci.dci` (disentanglement,
+completeness and informativeness from gradient-boosted trees).
 
 Inputs are `codes` float [N, K] (one row per sample, e.g. encoder means) and
 `factors` int [N, F] (ground-truth factor values, any integers). Codes are cast
@@ -53,6 +54,7 @@ import numpy as np
 
 from msdr.errors import UserInputError
 from msdr.eval import explicitness as explicitness_lib
+from msdr.eval.dci import dci  # pylint: disable=unused-import
 from msdr.eval.interventional import beta_vae_score  # pylint: disable=unused-import
 from msdr.eval.interventional import factor_vae_score  # pylint: disable=unused-import
 from msdr.eval.sap import sap  # pylint: disable=unused-import
