@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m msdr.main --config configs/shapes3d_detail_beta_tcvae.py:demo --workdir $(WORKDIR)
+	$(PY) -m msdr.main --config configs/shapes3d_detail_ms_vae.py:demo --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -15,9 +15,13 @@ from msdr.eval import evaluator
 from msdr.train import stage1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEYS = ('mig', 'sap', 'modularity', 'explicitness_train', 'explicitness_test',
-        'irs', 'factor_vae_eval_accuracy', 'beta_vae_eval_accuracy',
-        'stage1_mse', 'stage1_psnr', 'stage1_ssim', 'stage1_bce')
+KEYS = tuple(f'disentanglement.{k}' for k in (
+    'mig', 'sap', 'modularity', 'explicitness_train', 'explicitness_test',
+    'irs', 'factor_vae_eval_accuracy', 'beta_vae_eval_accuracy',
+    'dci_disentanglement', 'dci_completeness', 'dci_informativeness_train',
+    'dci_informativeness_test')) + tuple(
+        f'reconstruction.stage1.{k}' for k in ('mse', 'psnr', 'ssim', 'bce')
+    ) + ('samples.stage1.frechet',)
 
 
 class EvaluatorTest(absltest.TestCase):
@@ -31,11 +35,13 @@ class EvaluatorTest(absltest.TestCase):
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json())
     scores = evaluator.evaluate(workdir)
-    self.assertEqual(scores['step'], 2)
+    self.assertEqual(scores['step.stage1'], 2)
     for key in KEYS:
       self.assertIn(key, scores)
-    self.assertBetween(scores['mig'], 0.0, 1.0)
-    self.assertBetween(scores['stage1_ssim'], -1.0, 1.0)
+    self.assertNotIn('reconstruction.multistage.mse', scores)  # no stage 2
+    self.assertBetween(scores['disentanglement.mig'], 0.0, 1.0)
+    self.assertBetween(scores['reconstruction.stage1.ssim'], -1.0, 1.0)
+    self.assertStartsWith(scores['samples.feature_network'], 'random_conv')
     with open(os.path.join(workdir, 'eval.json')) as f:
       self.assertEqual(json.load(f), scores)
 
@@ -47,7 +53,7 @@ class EvaluatorTest(absltest.TestCase):
          '--mode=eval'], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=300)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-    self.assertIn('| mig |', result.stdout)
+    self.assertIn('| disentanglement.mig |', result.stdout)
 
   def test_untrained_workdirs_are_clear_errors(self):
     workdir = self.create_tempdir().full_path
