@@ -103,9 +103,8 @@ class DciTest(parameterized.TestCase):
         model = ensemble.GradientBoostingClassifier(
             n_estimators=1, random_state=random_state).fit(codes, factors[:, j])
         same = []
-        for x, ours in ((codes, raw), (codes_test, raw_test)):
+        for x, ours in ((codes, raw.T), (codes_test, raw_test.T)):
           want = model.decision_function(x).reshape(len(x), -1)
-          ours = ours.T
           if want.shape[1] > 1:
             want, ours = center(want), center(ours)
           same.append(np.mean(np.all(np.abs(want - ours) < 1e-5, axis=1)))
