@@ -56,6 +56,7 @@ from msdr.errors import UserInputError
 from msdr.models import losses
 from msdr.models import modulated
 from msdr.models import networks
+from msdr.models.ms_vae import GaussianLatentModel
 from msdr.models.ms_vae import NETWORK_DEFAULTS
 from msdr.models.ms_vae import check_image_shape
 from msdr.models.ms_vae import check_network_config
@@ -98,7 +99,7 @@ def _generator_side(params: Params) -> Params:
 
 
 @dataclasses.dataclass(frozen=True)
-class MSGAN:
+class MSGAN(GaussianLatentModel):
   """Conditional GAN G(y, z) with an encoder E(x - y) for reconstruction."""
   channels: int
   z_dim: int = 64
@@ -310,28 +311,8 @@ class MSGAN:
         params, opt_state, x, y, k_gen)
     return params, opt_state, objective, dict(d_terms, **g_terms)
 
-  # Inference and sampling.
-
-  def infer(self, params: Params, x: jax.Array, y: jax.Array,
-            key: jax.Array | None = None) -> jax.Array:
-    mean, logvar = self.posterior(params, x, y)
-    return mean if key is None else losses.reparameterize(key, mean, logvar)
-
-  def generate(self, params: Params, y: jax.Array, z: jax.Array) -> jax.Array:
-    return jax.nn.sigmoid(self.logits(params, y, z))
-
-  def reconstruct(self, params: Params, x: jax.Array, y: jax.Array,
-                  key: jax.Array | None = None) -> jax.Array:
-    return self.generate(params, y, self.infer(params, x, y, key))
-
-  def sample_latent(self, key: jax.Array, n: int,
-                    temperature: float = 1.0) -> jax.Array:
-    return temperature * jax.random.normal(key, (n, self.z_dim))
-
-  def sample(self, params: Params, y: jax.Array, key: jax.Array,
-             temperature: float = 1.0) -> jax.Array:
-    return self.generate(params, y,
-                         self.sample_latent(key, y.shape[0], temperature))
+  # infer, generate, reconstruct, sample_latent and sample come from
+  # GaussianLatentModel (E's posterior, G's logits).
 
 
 def _check_number(cfg, field: str, positive: bool) -> float:

@@ -37,8 +37,35 @@ NETWORK_DEFAULTS = dict(
 DEFAULTS = dict(NETWORK_DEFAULTS, vae_beta=1.0)
 
 
+class GaussianLatentModel:
+  """infer / generate / reconstruct / sample for a model with a Gaussian
+  q(z | x, y) (`posterior`), a decoder of logits (`logits`) and a N(0, I)
+  prior over `z_dim` dims (MS-VAE and MS-GAN)."""
+
+  def infer(self, params: Params, x: jax.Array, y: jax.Array,
+            key: jax.Array | None = None) -> jax.Array:
+    mean, logvar = self.posterior(params, x, y)
+    return mean if key is None else losses.reparameterize(key, mean, logvar)
+
+  def generate(self, params: Params, y: jax.Array, z: jax.Array) -> jax.Array:
+    return jax.nn.sigmoid(self.logits(params, y, z))
+
+  def reconstruct(self, params: Params, x: jax.Array, y: jax.Array,
+                  key: jax.Array | None = None) -> jax.Array:
+    return self.generate(params, y, self.infer(params, x, y, key))
+
+  def sample_latent(self, key: jax.Array, n: int,
+                    temperature: float = 1.0) -> jax.Array:
+    return temperature * jax.random.normal(key, (n, self.z_dim))
+
+  def sample(self, params: Params, y: jax.Array, key: jax.Array,
+             temperature: float = 1.0) -> jax.Array:
+    return self.generate(params, y,
+                         self.sample_latent(key, y.shape[0], temperature))
+
+
 @dataclasses.dataclass(frozen=True)
-class MSVAE:
+class MSVAE(GaussianLatentModel):
   """Conditional VAE p(x | y, z) with z inferred from the residual x - y."""
   channels: int
   z_dim: int = 64
@@ -91,27 +118,6 @@ class MSVAE:
     mse = jnp.mean(jnp.square(jax.nn.sigmoid(logits) - x))
     return objective, {'reconstruction': jnp.mean(rec), 'kl': jnp.mean(kl),
                        'elbo': -jnp.mean(rec + kl), 'mse': mse}
-
-  def infer(self, params: Params, x: jax.Array, y: jax.Array,
-            key: jax.Array | None = None) -> jax.Array:
-    mean, logvar = self.posterior(params, x, y)
-    return mean if key is None else losses.reparameterize(key, mean, logvar)
-
-  def generate(self, params: Params, y: jax.Array, z: jax.Array) -> jax.Array:
-    return jax.nn.sigmoid(self.logits(params, y, z))
-
-  def reconstruct(self, params: Params, x: jax.Array, y: jax.Array,
-                  key: jax.Array | None = None) -> jax.Array:
-    return self.generate(params, y, self.infer(params, x, y, key))
-
-  def sample_latent(self, key: jax.Array, n: int,
-                    temperature: float = 1.0) -> jax.Array:
-    return temperature * jax.random.normal(key, (n, self.z_dim))
-
-  def sample(self, params: Params, y: jax.Array, key: jax.Array,
-             temperature: float = 1.0) -> jax.Array:
-    return self.generate(params, y,
-                         self.sample_latent(key, y.shape[0], temperature))
 
 
 def check_network_config(cfg) -> None:
