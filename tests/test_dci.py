@@ -14,6 +14,8 @@ from sklearn import ensemble
 
 from msdr.errors import UserInputError
 from msdr.eval import dci as dci_lib
+from msdr.eval import gbt
+from msdr.eval import gbt_search
 from msdr.eval import disentanglement as dm
 
 SIZES = (2, 3, 5)  # one two-class factor (a single tree per round)
@@ -95,7 +97,7 @@ class DciTest(parameterized.TestCase):
     thresholds too) on at least 98% of the samples.
     """
     codes, factors, codes_test, factors_test = case
-    fits = dci_lib._fit_jax(*dci_lib._check_inputs(*case), num_rounds=1)
+    fits = gbt._fit_jax(*dci_lib._check_inputs(*case), num_rounds=1)
     center = lambda s: s - s.mean(axis=-1, keepdims=True)  # sklearn's link
     for j, (_, _, raw, raw_test, _) in enumerate(fits):
       best = 0.0
@@ -210,7 +212,7 @@ class DciTest(parameterized.TestCase):
     codes = rng.normal(size=(n, k)).astype(np.float32)
     codes[:, 1] = np.round(codes[:, 1] * 3)  # ties: splits only at run ends
     codes[:, 2] = np.round(codes[:, 2] * 10)
-    _, sorted_index, valid = dci_lib._sort_columns(codes)
+    _, sorted_index, valid = gbt._sort_columns(codes)
     r = np.where(rng.random((t, n)) < 0.2, 1.0, 0.0) - rng.random((t, n)) / 4
     flat_index = np.arange(t)[:, None, None, None] * (n + 1) + sorted_index
     to_sorted = lambda a: np.pad(a, [(0, 0), (0, 1)],
@@ -219,12 +221,12 @@ class DciTest(parameterized.TestCase):
     rs[to_sorted(np.zeros((t, n))) < 0] = 0.0
     leaf = rng.integers(4, size=(t, n))
     stats = None
-    old = dci_lib._CANDIDATES
-    dci_lib._CANDIDATES = candidates
+    old = gbt_search.CANDIDATES
+    gbt_search.CANDIDATES = candidates
     try:
-      # A fresh function, so the trace reads the patched _CANDIDATES.
-      search = jax.jit(lambda *a: dci_lib._search(*a))  # pylint: disable=unnecessary-lambda
-      full_search = jax.jit(dci_lib._full_search)
+      # A fresh function, so the trace reads the patched CANDIDATES.
+      search = jax.jit(lambda *a: gbt_search.search(*a))  # pylint: disable=unnecessary-lambda
+      full_search = jax.jit(gbt_search.full_search)
       for depth in range(3):
         num_nodes = 2**depth
         sorted_node = to_sorted(leaf >> (2 - depth))
@@ -244,7 +246,7 @@ class DciTest(parameterized.TestCase):
           self.assertEqual(in_node[:pos[m, tree] + 1].sum(),
                            in_node[:want[1][m, tree] + 1].sum())
     finally:
-      dci_lib._CANDIDATES = old
+      gbt_search.CANDIDATES = old
 
   def test_scores_from_importance_match_disentanglement_lib(self):
     rng = np.random.default_rng(9)

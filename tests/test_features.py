@@ -10,6 +10,7 @@ import numpy as np
 
 from msdr.errors import UserInputError
 from msdr.eval import features
+from msdr.eval import inception
 from msdr.eval import quality
 
 _MASK = (1 << 64) - 1
@@ -158,7 +159,7 @@ def random_inception_weights(seed=0):
   and batch norms near identity, so activations stay O(1) through the net."""
   rng = np.random.default_rng(seed)
   w = {}
-  for key, shape in features.inception_npz_spec().items():
+  for key, shape in inception.inception_npz_spec().items():
     if key.endswith('conv.weight'):
       w[key] = rng.standard_normal(shape, np.float32)
       w[key] *= np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
@@ -326,7 +327,7 @@ class InceptionTest(absltest.TestCase):
     self.dir = self.create_tempdir().full_path
 
   def test_spec(self):
-    spec = features.inception_npz_spec()
+    spec = inception.inception_npz_spec()
     self.assertLen(spec, 470)
     self.assertEqual(spec['Conv2d_1a_3x3.conv.weight'], (32, 3, 3, 3))
     self.assertEqual(spec['Mixed_5b.branch5x5_2.conv.weight'], (64, 48, 5, 5))
@@ -357,7 +358,7 @@ class InceptionTest(absltest.TestCase):
     state_dict = {key: FakeTensor(value) for key, value in weights.items()}
     state_dict['fc.weight'] = np.zeros((1008, 2048), np.float32)  # ignored
     state_dict['Conv2d_1a_3x3.bn.num_batches_tracked'] = np.int64(0)
-    path = features.save_inception_npz_from_torch(
+    path = inception.save_inception_npz_from_torch(
         state_dict, os.path.join(self.dir, 'weights'))
     self.assertEqual(os.path.basename(path), 'weights.npz')
 
@@ -401,7 +402,7 @@ class InceptionTest(absltest.TestCase):
                                 r'lacks 1 of the 470.*Mixed_6c\.branch7x7_2'):
       features.get_feature_network('inception_v3', path)
     with self.assertRaisesRegex(UserInputError, 'lacks 1 of the 470'):
-      features.save_inception_npz_from_torch(missing, path)
+      inception.save_inception_npz_from_torch(missing, path)
 
     bad = dict(weights)
     bad['Conv2d_2a_3x3.conv.weight'] = bad['Conv2d_2a_3x3.conv.weight'].T

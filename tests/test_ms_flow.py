@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from msdr.errors import UserInputError
+from msdr.models import flow_layers
 from msdr.models import ms_flow
 from msdr.models import stage2
 
@@ -228,8 +229,9 @@ class BijectionTest(parameterized.TestCase):
 
   def test_squeeze(self):
     x = np.random.default_rng(5).normal(size=(2, 4, 6, 3)).astype(np.float32)
-    np.testing.assert_array_equal(ms_flow.squeeze(x), np_squeeze(x))
-    np.testing.assert_array_equal(ms_flow.unsqueeze(ms_flow.squeeze(x)), x)
+    np.testing.assert_array_equal(flow_layers.squeeze(x), np_squeeze(x))
+    np.testing.assert_array_equal(
+        flow_layers.unsqueeze(flow_layers.squeeze(x)), x)
 
 
 # -- the loss ------------------------------------------------------------------
@@ -249,7 +251,7 @@ class LossTest(parameterized.TestCase):
     noise = _f64(jax.random.uniform(key, x.shape))
     x_deq = (np.round(_f64(x) * m) + noise - 0.5) / m
     np.testing.assert_allclose(
-        ms_flow.dequantize(key, x, num_bits), x_deq, atol=1e-6)
+        flow_layers.dequantize(key, x, num_bits), x_deq, atol=1e-6)
     z, log_det = _forward(model, params, x_deq.astype(np.float32), y)
     dim = math.prod(shape)
     nll = -(np_log_normal(z) + _f64(log_det)) + dim * math.log(m)
@@ -265,7 +267,7 @@ class LossTest(parameterized.TestCase):
     m = 31
     x = np.random.default_rng(14).integers(0, 32, size=(4, 5)) / m
     key = jax.random.key(15)
-    got = _f64(ms_flow.dequantize(key, x.astype(np.float32), 5))
+    got = _f64(flow_layers.dequantize(key, x.astype(np.float32), 5))
     want = x + (_f64(jax.random.uniform(key, x.shape)) - 0.5) / m
     np.testing.assert_allclose(got, want, atol=1e-6)
     self.assertTrue(np.all(np.abs(got - x) <= 0.5 / m + 1e-7))

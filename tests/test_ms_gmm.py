@@ -39,6 +39,7 @@ from scipy import special
 from scipy import stats
 
 from msdr.errors import UserInputError
+from msdr.models import mfa
 from msdr.models import ms_gmm
 from msdr.models import stage2
 
@@ -160,9 +161,9 @@ _MODEL = ms_gmm.MSGMM(components=3, factors=2, data_init=False)
 _log_likelihood = jax.jit(_MODEL.log_likelihood)
 _loss = jax.jit(_MODEL.loss)
 _update = jax.jit(_MODEL.update)
-_em_step = jax.jit(ms_gmm.em_step)
-_m_step = jax.jit(ms_gmm.m_step)
-_statistics = jax.jit(ms_gmm.statistics)
+_em_step = jax.jit(mfa.em_step)
+_m_step = jax.jit(mfa.m_step)
+_statistics = jax.jit(mfa.statistics)
 
 
 class LogLikelihoodTest(parameterized.TestCase):
@@ -197,7 +198,7 @@ class LogLikelihoodTest(parameterized.TestCase):
     params = _random_params(rng, k=2, d=300, q=3, psi=(5e-4, 2e-3))
     params['factors'] *= 5
     r = _sample_mfa(rng, params, 5)
-    got = jax.jit(ms_gmm.posterior)(_jnp(params, jnp.float32),
+    got = jax.jit(mfa.posterior)(_jnp(params, jnp.float32),
                                     jnp.float32(r))['log_likelihood']
     want = np_log_likelihood(params, r)
     np.testing.assert_allclose(_f64(got), want, rtol=2e-6, atol=0.05)
@@ -230,7 +231,7 @@ class EmTest(absltest.TestCase):
       r_j = jnp.asarray(r)
 
       def iteration(p, _):
-        log_lik = jnp.mean(ms_gmm.posterior(p, r_j)['log_likelihood'])
+        log_lik = jnp.mean(mfa.posterior(p, r_j)['log_likelihood'])
         return model.em_step(p, r_j), log_lik
 
       # EM for factor analysers has a slow tail: the means drift along the
@@ -441,7 +442,7 @@ class SamplingTest(absltest.TestCase):
     self.assertTrue(np.all((z[:, 0] >= 0) & (z[:, 0] < 1)))
     np.testing.assert_allclose(z[:, 1:].std(0), 0.5, rtol=0.05)
     weights = np.array([0.2, 0.5, 0.3])
-    k = _f64(ms_gmm.component_of(jnp.float32(weights), jnp.float32(z[:, 0])))
+    k = _f64(mfa.component_of(jnp.float32(weights), jnp.float32(z[:, 0])))
     np.testing.assert_allclose(np.bincount(k.astype(int)) / 5000, weights,
                                atol=0.03)
     z0 = _f64(model.sample_latent(jax.random.key(1), 3, temperature=0.0))

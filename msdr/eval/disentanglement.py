@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from msdr.errors import UserInputError
+from msdr.eval import checks
 from msdr.eval import explicitness as explicitness_lib
 from msdr.eval.dci import dci  # pylint: disable=unused-import
 from msdr.eval.interventional import beta_vae_score  # pylint: disable=unused-import
@@ -62,34 +63,9 @@ from msdr.eval.sap import sap  # pylint: disable=unused-import
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _check_codes(codes) -> np.ndarray:
-  codes = np.asarray(codes)
-  if codes.ndim != 2 or not (np.issubdtype(codes.dtype, np.floating) or
-                             np.issubdtype(codes.dtype, np.integer)):
-    raise UserInputError('codes must be a numeric [N, K] array; got shape '
-                         f'{codes.shape} and dtype {codes.dtype}')
-  codes = codes.astype(np.float32)
-  num_nan = int(np.isnan(codes).sum())
-  if num_nan:
-    raise UserInputError(f'codes contain {num_nan} NaN entries')
-  num_inf = int(np.isinf(codes).sum())
-  if num_inf:
-    raise UserInputError(f'codes contain {num_inf} infinite entries')
-  return codes
-
-
-def _check_labels(labels, name: str) -> np.ndarray:
-  labels = np.asarray(labels)
-  if labels.ndim != 2 or not (np.issubdtype(labels.dtype, np.integer) or
-                              labels.dtype == np.bool_):
-    raise UserInputError(f'{name} must be an integer [N, F] array; got shape '
-                         f'{labels.shape} and dtype {labels.dtype}')
-  return labels.astype(np.int64)
-
-
 def _check_pair(codes, factors) -> tuple[np.ndarray, np.ndarray]:
-  codes = _check_codes(codes)
-  factors = _check_labels(factors, 'factors')
+  codes = checks.check_codes(codes)
+  factors = checks.check_labels(factors, 'factors')
   if codes.shape[0] != factors.shape[0] or codes.shape[0] == 0:
     raise UserInputError('codes and factors need the same, non-zero number of '
                          f'rows; got {codes.shape} and {factors.shape}')
@@ -165,7 +141,7 @@ def histogram_discretize(codes, num_bins: int = 20) -> jax.Array:
   num_bins = _check_num_bins(num_bins)
   x = np.asarray(codes)
   if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
-    x = _check_labels(x, 'codes')
+    x = checks.check_labels(x, 'codes')
     if x.shape[0] == 0:
       raise UserInputError('codes must have at least one row')
     edges = _lower_edges(x, num_bins)
@@ -173,7 +149,7 @@ def histogram_discretize(codes, num_bins: int = 20) -> jax.Array:
     offset = np.minimum(x.min(axis=0), edges.min(axis=0))
     return _digitize_jit(jnp.asarray(x - offset, jnp.int32),
                          jnp.asarray(edges - offset, jnp.int32))
-  x = _check_codes(x)
+  x = checks.check_codes(x)
   if x.shape[0] == 0:
     raise UserInputError('codes must have at least one row')
   return _digitize_jit(jnp.asarray(x), jnp.asarray(_lower_edges(x, num_bins)))
@@ -226,8 +202,8 @@ def discrete_mutual_info(mus_discrete, ys) -> jax.Array:
     float32 [K, F]; entry (i, j) is sklearn's mutual_info_score(ys[:, j],
     mus_discrete[:, i]) in nats.
   """
-  codes = _check_labels(mus_discrete, 'mus_discrete')
-  ys = _check_labels(ys, 'ys')
+  codes = checks.check_labels(mus_discrete, 'mus_discrete')
+  ys = checks.check_labels(ys, 'ys')
   if codes.shape[0] != ys.shape[0] or codes.shape[0] == 0:
     raise UserInputError('mus_discrete and ys need the same, non-zero number of '
                          f'rows; got {codes.shape} and {ys.shape}')
@@ -247,7 +223,7 @@ def discrete_entropy(ys) -> jax.Array:
   Returns:
     float32 [F] entropies in nats (sklearn's mutual_info_score(y, y)).
   """
-  ys = _check_labels(ys, 'ys')
+  ys = checks.check_labels(ys, 'ys')
   if ys.shape[0] == 0:
     raise UserInputError('ys must have at least one row')
   ys, values = _relabel(ys)

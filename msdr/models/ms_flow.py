@@ -51,9 +51,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import linen as nn
 
 from msdr.errors import UserInputError
+from msdr.models import stage2
+from msdr.models import flow_layers
 
 Params = Any
 
@@ -73,154 +74,6 @@ DEFAULTS = dict(
 )
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-# -- shape plumbing ------------------------------------------------------------
-
-
-def squeeze(x: jax.Array) -> jax.Array:
-  """[B, 2H, 2W, C] -> [B, H, W, 4C], channels ordered (row, column, c)."""
-  b, h, w, c = x.shape
-  x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, h // 2, w // 2, 4 * c)
-
-
-def unsqueeze(x: jax.Array) -> jax.Array:
-  """The inverse of `squeeze`: [B, H, W, 4C] -> [B, 2H, 2W, C]."""
-  b, h, w, c4 = x.shape
-  c = c4 // 4
-  x = x.reshape(b, h, w, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, 2 * h, 2 * w, c)
-
-
-def level_shapes(image_shape: tuple[int, int, int],
-                 levels: int) -> list[tuple[int, int, int]]:
-  """The [h, w, c] each level's steps act on (after its squeeze)."""
-  h, w, c = image_shape
-  shapes = []
-  for _ in range(levels):
-    h, w, c = h // 2, w // 2, 4 * c
-    shapes.append((h, w, c))
-    c //= 2  # half factored out before the next level
-  return shapes
-
-
-# -- the pre-transform ---------------------------------------------------------
-
-
-def _sum_per_example(a: jax.Array) -> jax.Array:
-  return jnp.sum(a.reshape(a.shape[0], -1), axis=-1)
-
-
-def logit_forward(x: jax.Array, num_bits: int,
-                  alpha: float) -> tuple[jax.Array, jax.Array]:
-  """x -> v = logit(alpha + (1 - 2 alpha) (x (n - 1) + 1/2) / n), log-det."""
-  n = 2.0 ** num_bits
-  a = (1 - 2 * alpha) * (n - 1) / n  # ds/dx
-  s = alpha + (1 - 2 * alpha) * (x * (n - 1) + 0.5) / n
-  v = jnp.log(s) - jnp.log1p(-s)
-  log_det = _sum_per_example(math.log(a) - jnp.log(s) - jnp.log1p(-s))
-  return v, log_det
-
-
-def logit_inverse(v: jax.Array, num_bits: int,
-                  alpha: float) -> tuple[jax.Array, jax.Array]:
-  """The inverse of `logit_forward` and its log-det (ds/dv = s (1 - s))."""
-  n = 2.0 ** num_bits
-  a = (1 - 2 * alpha) * (n - 1) / n
-  s = jax.nn.sigmoid(v)
-  x = ((s - alpha) / (1 - 2 * alpha) * n - 0.5) / (n - 1)
-  log_det = _sum_per_example(
-      -jax.nn.softplus(-v) - jax.nn.softplus(v) - math.log(a))
-  return x, log_det
-
-
-def dequantize(key: jax.Array, x: jax.Array, num_bits: int) -> jax.Array:
-  """x snapped to its bin k / (n - 1), plus uniform noise over the bin."""
-  m = 2.0 ** num_bits - 1
-  noise = jax.random.uniform(key, x.shape, x.dtype)
-  return (jnp.round(x * m) + noise - 0.5) / m
-
-
-# -- one flow step -------------------------------------------------------------
-
-
-class Conditioner(nn.Module):
-  """(shift, raw log-scale) for `channels` channels from (a, y): conv 3x3,
-  ReLU, conv 1x1, ReLU, zero-initialised conv 3x3 (so both start at 0)."""
-  hidden: int
-  channels: int
-
-  @nn.compact
-  def __call__(self, a: jax.Array, y: jax.Array):
-    h = jnp.concatenate([a, y], axis=-1)
-    h = nn.relu(nn.Conv(self.hidden, (3, 3))(h))
-    h = nn.relu(nn.Conv(self.hidden, (1, 1))(h))
-    out = nn.Conv(2 * self.channels, (3, 3), kernel_init=nn.initializers.zeros,
-                  name='out')(h)
-    return out[..., :self.channels], out[..., self.channels:]
-
-
-def _pixels(h: jax.Array) -> int:
-  return h.shape[1] * h.shape[2]
-
-
-def actnorm(p: Params, h: jax.Array, reverse: bool):
-  """(h + b) exp(g) per channel (or its inverse) and the log-det."""
-  log_det = _pixels(h) * jnp.sum(p['log_scale'])
-  if reverse:
-    return h * jnp.exp(-p['log_scale']) - p['bias'], -log_det
-  return (h + p['bias']) * jnp.exp(p['log_scale']), log_det
-
-
-def invconv_matrix(p: Params) -> tuple[jax.Array, jax.Array]:
-  """(W, W^-1) of the 1x1 conv W = L (U + diag(exp(d)))."""
-  c = p['log_diag'].shape[0]
-  eye = jnp.eye(c, dtype=p['lu'].dtype)
-  lower = jnp.tril(p['lu'], -1) + eye
-  upper = jnp.triu(p['lu'], 1) + jnp.diag(jnp.exp(p['log_diag']))
-  inv_lower = jax.scipy.linalg.solve_triangular(lower, eye, lower=True,
-                                                unit_diagonal=True)
-  inv = jax.scipy.linalg.solve_triangular(upper, inv_lower, lower=False)
-  return lower @ upper, inv
-
-
-def invconv(p: Params, h: jax.Array, reverse: bool):
-  """h -> W h at every pixel (or W^-1 h) and the log-det H W sum(d)."""
-  w, w_inv = invconv_matrix(p)
-  log_det = _pixels(h) * jnp.sum(p['log_diag'])
-  if reverse:
-    return h @ w_inv.T, -log_det
-  return h @ w.T, log_det
-
-
-def coupling(net: Conditioner, p: Params, h: jax.Array, y: jax.Array,
-             parity: int, bound: float, reverse: bool):
-  """Affine coupling of one channel half given the other half and y.
-
-  Args:
-    net: the conditioner; p its parameters.
-    h: [B, h, w, c], c even.
-    y: [B, h, w, c_y], y at this level.
-    parity: 0 transforms the second half given the first, 1 the reverse.
-    bound: the log-scale is bound * tanh(raw / bound).
-    reverse: apply the inverse.
-
-  Returns:
-    The output and its log-det [B] (of the inverse when `reverse`).
-  """
-  half = h.shape[-1] // 2
-  first, second = h[..., :half], h[..., half:]
-  a, t = (first, second) if parity == 0 else (second, first)
-  shift, raw = net.apply({'params': p}, a, y)
-  log_scale = bound * jnp.tanh(raw / bound)
-  if reverse:
-    t = (t - shift) * jnp.exp(-log_scale)
-  else:
-    t = t * jnp.exp(log_scale) + shift
-  log_det = _sum_per_example(log_scale)
-  out = (a, t) if parity == 0 else (t, a)
-  return jnp.concatenate(out, axis=-1), -log_det if reverse else log_det
 
 
 # -- the model -----------------------------------------------------------------
@@ -254,8 +107,8 @@ class MSFlow:
     """D = H W C, the size of x and of z."""
     return math.prod(self.image_shape)
 
-  def _net(self, channels: int) -> Conditioner:
-    return Conditioner(self.hidden, channels // 2)
+  def _net(self, channels: int) -> flow_layers.Conditioner:
+    return flow_layers.Conditioner(self.hidden, channels // 2)
 
   def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> Params:
     """Parameters making every flow step the identity (see module doc)."""
@@ -264,7 +117,7 @@ class MSFlow:
                            f'{self.image_shape}; got {tuple(image_shape)}')
     params = {}
     y_channels = self.image_shape[-1]
-    for level, (h, w, c) in enumerate(level_shapes(self.image_shape,
+    for level, (h, w, c) in enumerate(flow_layers.level_shapes(self.image_shape,
                                                    self.levels)):
       y_channels *= 4
       for step in range(self.steps):
@@ -284,11 +137,11 @@ class MSFlow:
     p = params[f'level_{level}'][f'step_{step}']
     layers = []
     if self.use_actnorm:
-      layers.append(functools.partial(actnorm, p['actnorm']))
+      layers.append(functools.partial(flow_layers.actnorm, p['actnorm']))
     if self.use_invconv:
-      layers.append(functools.partial(invconv, p['invconv']))
+      layers.append(functools.partial(flow_layers.invconv, p['invconv']))
     layers.append(functools.partial(
-        coupling, self._net(h.shape[-1]), p['coupling'], y=y,
+        flow_layers.coupling, self._net(h.shape[-1]), p['coupling'], y=y,
         parity=step % 2, bound=self.scale_bound))
     log_det = 0.0
     for layer in reversed(layers) if reverse else layers:
@@ -300,7 +153,7 @@ class MSFlow:
     y = 2.0 * y - 1.0
     out = []
     for _ in range(self.levels):
-      y = squeeze(y)
+      y = flow_layers.squeeze(y)
       out.append(y)
     return out
 
@@ -317,10 +170,10 @@ class MSFlow:
     Returns:
       z [B, D] (layout in the module docstring) and the log-det [B].
     """
-    h, log_det = logit_forward(x, self.num_bits, self.logit_alpha)
+    h, log_det = flow_layers.logit_forward(x, self.num_bits, self.logit_alpha)
     zs = []
     for level, y_l in enumerate(self._y_levels(y)):
-      h = squeeze(h)
+      h = flow_layers.squeeze(h)
       for step in range(self.steps):
         h, ld = self._step(params, level, step, h, y_l, reverse=False)
         log_det = log_det + ld
@@ -334,7 +187,7 @@ class MSFlow:
   def inverse_and_log_det(self, params: Params, z: jax.Array,
                           y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """z [B, D] -> x [B, H, W, C] and log|det dx/dz| (= -forward's)."""
-    shapes = level_shapes(self.image_shape, self.levels)
+    shapes = flow_layers.level_shapes(self.image_shape, self.levels)
     sizes = [h * w * c // 2 for h, w, c in shapes[:-1]]
     pieces = jnp.split(z, list(itertools.accumulate(sizes)), axis=-1)
     b = z.shape[0]
@@ -352,8 +205,8 @@ class MSFlow:
         h, ld = self._step(params, level, step, h, y_levels[level],
                            reverse=True)
         log_det = log_det + ld
-      h = unsqueeze(h)
-    x, ld = logit_inverse(h, self.num_bits, self.logit_alpha)
+      h = flow_layers.unsqueeze(h)
+    x, ld = flow_layers.logit_inverse(h, self.num_bits, self.logit_alpha)
     return x, log_det + ld
 
   def log_likelihood(self, params: Params, x: jax.Array,
@@ -379,7 +232,7 @@ class MSFlow:
       (the density of x~), all averaged over the batch.
     """
     del step
-    x_deq = dequantize(key, x, self.num_bits)
+    x_deq = flow_layers.dequantize(key, x, self.num_bits)
     z, log_det = self.forward_and_log_det(params, x_deq, y)
     log_prior = -jnp.sum(0.5 * jnp.square(z) + _HALF_LOG_2PI, axis=-1)
     nll = jnp.mean(-(log_prior + log_det)) + self.dim * math.log(
@@ -426,16 +279,6 @@ class MSFlow:
 # -- config --------------------------------------------------------------------
 
 
-def _positive_int(cfg, name: str, upper: int | None = None) -> int:
-  value = cfg[name]
-  if (isinstance(value, bool) or not isinstance(value, int) or value <= 0
-      or (upper is not None and value > upper)):
-    bound = f' <= {upper}' if upper is not None else ''
-    raise UserInputError(f'stage2.{name} must be a positive int{bound}; got '
-                         f'{value!r}')
-  return value
-
-
 def from_config(cfg, image_shape: tuple[int, int, int]) -> MSFlow:
   """The flow of `config.stage2` for images of `image_shape` (H, W, C).
 
@@ -444,10 +287,10 @@ def from_config(cfg, image_shape: tuple[int, int, int]) -> MSFlow:
       outside (0, 1/2), a non-positive scale bound, a negative clip norm, a
       non-bool switch, or H, W not divisible by 2^flow_levels.
   """
-  levels = _positive_int(cfg, 'flow_levels')
-  steps = _positive_int(cfg, 'flow_steps_per_level')
-  hidden = _positive_int(cfg, 'flow_hidden')
-  num_bits = _positive_int(cfg, 'flow_num_bits', upper=16)
+  levels = stage2.positive_int(cfg, 'flow_levels')
+  steps = stage2.positive_int(cfg, 'flow_steps_per_level')
+  hidden = stage2.positive_int(cfg, 'flow_hidden')
+  num_bits = stage2.positive_int(cfg, 'flow_num_bits', upper=16)
   if not 0 < cfg.flow_logit_alpha < 0.5:
     raise UserInputError(f'stage2.flow_logit_alpha must be in (0, 0.5); got '
                          f'{cfg.flow_logit_alpha!r}')

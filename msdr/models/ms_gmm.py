@@ -73,6 +73,8 @@ import jax.numpy as jnp
 import optax
 
 from msdr.errors import UserInputError
+from msdr.models import stage2
+from msdr.models import mfa
 
 Params = Any
 Stats = dict
@@ -81,165 +83,11 @@ DEFAULTS = dict(
     gmm_components=10,      # K, mixture components
     gmm_factors=16,         # q, factors per component (z has 1 + q dims)
     gmm_step_power=0.6,     # kappa of the stepwise-EM step (t + 1)^-kappa
-    gmm_min_variance=1e-4,  # floor of psi (the per-pixel noise variance)
+    # Floor of psi (the per-pixel noise variance).
+    gmm_min_variance=mfa.MIN_VARIANCE,
     gmm_init_variance=1e-2,  # psi at init; W_k W_k^T starts at about as much
     gmm_data_init=True,     # step 0 restarts from its batch's residuals
 )
-
-# Total responsibility (a batch average) below which a component is dead.
-_DEAD = 1e-12
-
-
-def flatten(a: jax.Array) -> jax.Array:
-  """[B, ...] -> [B, D]."""
-  return a.reshape(a.shape[0], -1)
-
-
-# -- the mixture of factor analysers on flat residuals -----------------------
-
-
-def posterior(params: Params, r: jax.Array) -> dict:
-  """Everything the E-step, the likelihood and `infer` need.
-
-  Args:
-    params: {'weights' [K], 'mean' [K, D], 'factors' [K, D, q],
-      'variance' [K, D]}.
-    r: residuals [N, D].
-
-  Returns:
-    dict of 'log_joint' [N, K] (log pi_k + log N(r; mu_k, C_k)),
-    'log_likelihood' [N], 'responsibilities' [N, K], 'factor_mean'
-    [N, K, q] (E[f | r, k]) and 'chol' [K, q, q] (lower Cholesky factor
-    of M_k, the posterior precision of f given k).
-  """
-  w, psi = params['factors'], params['variance']
-  q = w.shape[-1]
-  w_scaled = w / psi[..., None]                                  # Psi^-1 W
-  precision = (jnp.eye(q, dtype=w.dtype)
-               + jnp.einsum('kdq,kdp->kqp', w, w_scaled))        # M_k
-  chol = jnp.linalg.cholesky(precision)
-  e = r[:, None, :] - params['mean'][None]                       # [N, K, D]
-  b = jnp.einsum('nkd,kdq->kqn', e, w_scaled)
-  m = jax.scipy.linalg.cho_solve((chol, True), b)                # [K, q, N]
-  m = jnp.transpose(m, (2, 0, 1))                                # [N, K, q]
-  left = e - jnp.einsum('kdq,nkq->nkd', w, m)
-  mahalanobis = (jnp.sum(jnp.square(left) / psi[None], -1)
-                 + jnp.sum(jnp.square(m), -1))
-  log_det = (2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
-             + jnp.sum(jnp.log(psi), -1))                        # log |C_k|
-  d = r.shape[-1]
-  log_normal = -0.5 * (d * math.log(2 * math.pi) + log_det[None]
-                       + mahalanobis)
-  log_joint = jnp.log(params['weights'])[None] + log_normal
-  log_lik = jax.nn.logsumexp(log_joint, axis=-1)
-  return {'log_joint': log_joint, 'log_likelihood': log_lik,
-          'responsibilities': jnp.exp(log_joint - log_lik[:, None]),
-          'factor_mean': m, 'chol': chol}
-
-
-def statistics(params: Params, r: jax.Array) -> tuple[Stats, jax.Array]:
-  """The E-step: batch-averaged expected sufficient statistics.
-
-  Returns:
-    (stats, log-likelihoods [N]); stats holds 'count' [K] = <h_k>, 'r'
-    [K, D] = <h_k r>, 'rr' [K, D] = <h_k r^2>, 'z' [K, q] = <h_k E[f]>,
-    'zz' [K, q, q] = <h_k E[f f^T]> and 'rz' [K, D, q] = <h_k r E[f]^T>,
-    where <.> averages over the N residuals.
-  """
-  post = posterior(params, r)
-  h, m, chol = post['responsibilities'], post['factor_mean'], post['chol']
-  n = r.shape[0]
-  q = m.shape[-1]
-  count = jnp.mean(h, 0)
-  eye = jnp.broadcast_to(jnp.eye(q, dtype=chol.dtype), chol.shape)
-  cov = jax.scipy.linalg.cho_solve((chol, True), eye)            # M_k^-1
-  hm = h[..., None] * m                                          # [N, K, q]
-  stats = {
-      'count': count,
-      'r': h.T @ r / n,
-      'rr': h.T @ jnp.square(r) / n,
-      'z': jnp.mean(hm, 0),
-      'zz': (count[:, None, None] * cov
-             + jnp.einsum('nkq,nkp->kqp', hm, m) / n),
-      'rz': jnp.einsum('nd,nkq->kdq', r, hm) / n,
-  }
-  return stats, post['log_likelihood']
-
-
-def expected_statistics(params: Params) -> Stats:
-  """The statistics that `params` expects of its own samples.
-
-  E[h_k] = pi_k, E[h_k r] = pi_k mu_k, E[h_k r^2] = pi_k (mu_k^2 +
-  diag(W_k W_k^T) + psi_k), E[h_k f] = 0, E[h_k f f^T] = pi_k I and
-  E[h_k r f^T] = pi_k W_k, so `m_step` maps them back to `params`.
-  """
-  pi, mu, w = params['weights'], params['mean'], params['factors']
-  q = w.shape[-1]
-  return {
-      'count': pi,
-      'r': pi[:, None] * mu,
-      'rr': pi[:, None] * (jnp.square(mu) + jnp.sum(jnp.square(w), -1)
-                           + params['variance']),
-      'z': jnp.zeros((w.shape[0], q), w.dtype),
-      'zz': pi[:, None, None] * jnp.eye(q, dtype=w.dtype),
-      'rz': pi[:, None, None] * w,
-  }
-
-
-def m_step(stats: Stats, params: Params, min_variance: float) -> Params:
-  """The closed-form M-step of an MFA from its sufficient statistics.
-
-  With the augmented loading [W_k, mu_k] and latent [f; 1],
-    [W_k, mu_k] = B_k A_k^-1,  A_k = <h_k E[[f; 1][f; 1]^T]>,
-                               B_k = <h_k r E[[f; 1]]^T>,
-    psi_k = max((<h_k r^2> - rowsum([W_k, mu_k] * B_k)) / <h_k>, floor),
-    pi_k = <h_k> / sum_j <h_j>.
-  A dead component (total responsibility below 1e-12) keeps `params`'.
-  """
-  count, q = stats['count'], stats['zz'].shape[-1]
-  a = jnp.concatenate([
-      jnp.concatenate([stats['zz'], stats['z'][:, :, None]], -1),
-      jnp.concatenate([stats['z'][:, None, :], count[:, None, None]], -1),
-  ], 1)                                                          # [K, q+1, q+1]
-  b = jnp.concatenate([stats['rz'], stats['r'][..., None]], -1)  # [K, D, q+1]
-  alive = count > _DEAD
-  a = jnp.where(alive[:, None, None], a, jnp.eye(q + 1, dtype=a.dtype))
-  loading = jnp.swapaxes(jnp.linalg.solve(a, jnp.swapaxes(b, 1, 2)), 1, 2)
-  safe_count = jnp.where(alive, count, 1.0)[:, None]
-  variance = (stats['rr'] - jnp.sum(loading * b, -1)) / safe_count
-  variance = jnp.maximum(variance, min_variance)
-  keep = lambda new, old: jnp.where(
-      alive.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-  return {'weights': count / jnp.sum(count),
-          'mean': keep(loading[..., q], params['mean']),
-          'factors': keep(loading[..., :q], params['factors']),
-          'variance': keep(variance, params['variance'])}
-
-
-def em_step(params: Params, r: jax.Array,
-            min_variance: float = DEFAULTS['gmm_min_variance']) -> Params:
-  """One iteration of full-batch EM on residuals r [N, ...] (any shape)."""
-  stats, _ = statistics(params, flatten(r))
-  return m_step(stats, params, min_variance)
-
-
-def step_size(step: jax.Array, power: float,
-              dtype: jnp.dtype = jnp.float32) -> jax.Array:
-  """rho_t = (t + 1)^-power: 1 at step 0."""
-  return jnp.power(jnp.asarray(step, dtype) + 1, -power)
-
-
-def component_of(weights: jax.Array, u: jax.Array) -> jax.Array:
-  """The component whose inverse-CDF interval of pi holds u: [B] int32."""
-  upper = jnp.cumsum(weights) / jnp.sum(weights)
-  return jnp.sum(u[:, None] >= upper[None, :-1], -1).astype(jnp.int32)
-
-
-def interval(weights: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(lower, upper) [K] of each component's interval of u in [0, 1)."""
-  upper = jnp.cumsum(weights) / jnp.sum(weights)
-  return jnp.concatenate([jnp.zeros_like(upper[:1]), upper[:-1]]), upper
-
 
 # -- the stage-2 model -------------------------------------------------------
 
@@ -281,7 +129,7 @@ class MSGMM:
     """A data-driven start: mu_k = K distinct residuals of r [N, ...] (drawn
     with repeats if N < K: the random W_k then tell the copies apart), psi =
     their per-dimension variance (floored), small random W_k."""
-    r = flatten(r)
+    r = mfa.flatten(r)
     k_pick, k_factors = jax.random.split(key)
     pick = jax.random.choice(k_pick, r.shape[0], (self.components,),
                              replace=r.shape[0] < self.components)
@@ -299,12 +147,12 @@ class MSGMM:
 
   def optimizer(self) -> optax.GradientTransformation:
     """Only its `init`: the running EM statistics (`expected_statistics`)."""
-    return optax.GradientTransformation(expected_statistics,
+    return optax.GradientTransformation(mfa.expected_statistics,
                                         _no_gradient_update)
 
   def em_step(self, params: Params, r: jax.Array) -> Params:
     """Full-batch EM on residuals r [N, ...] (see the module `em_step`)."""
-    return em_step(params, r, self.min_variance)
+    return mfa.em_step(params, r, self.min_variance)
 
   def update(self, params: Params, opt_state: Stats, x: jax.Array,
              y: jax.Array, key: jax.Array, step: jax.Array):
@@ -319,16 +167,16 @@ class MSGMM:
       params before the step; terms add 'bits_per_dim', 'step_size' and
       'min_weight' (a component near 0 is dying).
     """
-    r = flatten(x - y)
+    r = mfa.flatten(x - y)
     if self.data_init:
       params = jax.lax.cond(step == 0,
                             lambda: self.init_from_residuals(key, r),
                             lambda: params)
-    stats, log_lik = statistics(params, r)
-    rho = step_size(step, self.step_power, stats['count'].dtype)
+    stats, log_lik = mfa.statistics(params, r)
+    rho = mfa.step_size(step, self.step_power, stats['count'].dtype)
     opt_state = jax.tree.map(lambda s, new: (1 - rho) * s + rho * new,
                              opt_state, stats)
-    new_params = m_step(opt_state, params, self.min_variance)
+    new_params = mfa.m_step(opt_state, params, self.min_variance)
     objective, terms = self._terms(log_lik, x)
     return new_params, opt_state, objective, dict(
         terms, step_size=rho, min_weight=jnp.min(new_params['weights']))
@@ -350,7 +198,7 @@ class MSGMM:
   def log_likelihood(self, params: Params, x: jax.Array,
                      y: jax.Array) -> jax.Array:
     """log p(x | y) in nats, one per image: [B]."""
-    return posterior(params, flatten(x - y))['log_likelihood']
+    return mfa.posterior(params, mfa.flatten(x - y))['log_likelihood']
 
   def infer(self, params: Params, x: jax.Array, y: jax.Array,
             key: jax.Array | None = None) -> jax.Array:
@@ -359,8 +207,8 @@ class MSGMM:
     key None: the MAP component (u at the middle of its interval) and its
     posterior-mean factors; a key: an exact posterior sample of (u, f).
     """
-    post = posterior(params, flatten(x - y))
-    lower, upper = interval(params['weights'])
+    post = mfa.posterior(params, mfa.flatten(x - y))
+    lower, upper = mfa.interval(params['weights'])
     batch = jnp.arange(x.shape[0])
     if key is None:
       k = jnp.argmax(post['log_joint'], -1)
@@ -390,7 +238,7 @@ class MSGMM:
             + jnp.einsum('bkq,kdq->bd', weighted, params['factors']))
 
   def _one_hot(self, params: Params, z: jax.Array) -> jax.Array:
-    k = component_of(params['weights'], z[:, 0])
+    k = mfa.component_of(params['weights'], z[:, 0])
     return jax.nn.one_hot(k, self.components, dtype=params['mean'].dtype)
 
   def reconstruct(self, params: Params, x: jax.Array, y: jax.Array,
@@ -423,23 +271,6 @@ class MSGMM:
     return jnp.clip(y + mean.reshape(y.shape), 0.0, 1.0)
 
 
-def _positive_int(cfg, name: str) -> int:
-  value = cfg[name]
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise UserInputError(f'stage2.{name} must be a positive int; got '
-                         f'{value!r}')
-  return value
-
-
-def _positive_float(cfg, name: str) -> float:
-  value = cfg[name]
-  if (isinstance(value, bool) or not isinstance(value, (int, float))
-      or not 0 < value < math.inf):
-    raise UserInputError(f'stage2.{name} must be a finite number > 0; got '
-                         f'{value!r}')
-  return float(value)
-
-
 def from_config(cfg, image_shape: tuple[int, int, int]) -> MSGMM:
   """The MS-GMM of `config.stage2` for images of `image_shape`.
 
@@ -448,8 +279,8 @@ def from_config(cfg, image_shape: tuple[int, int, int]) -> MSGMM:
       many factors as pixel values or more, a step power outside [0, 1], a
       non-positive variance or a non-bool gmm_data_init.
   """
-  components = _positive_int(cfg, 'gmm_components')
-  factors = _positive_int(cfg, 'gmm_factors')
+  components = stage2.positive_int(cfg, 'gmm_components')
+  factors = stage2.positive_int(cfg, 'gmm_factors')
   d = math.prod(image_shape)
   if factors >= d:
     raise UserInputError(f'stage2.gmm_factors must be below the {d} '
@@ -467,6 +298,6 @@ def from_config(cfg, image_shape: tuple[int, int, int]) -> MSGMM:
                          f'{data_init!r}')
   return MSGMM(components=components, factors=factors,
                step_power=float(power),
-               min_variance=_positive_float(cfg, 'gmm_min_variance'),
-               init_variance=_positive_float(cfg, 'gmm_init_variance'),
+               min_variance=stage2.number(cfg, 'gmm_min_variance'),
+               init_variance=stage2.number(cfg, 'gmm_init_variance'),
                data_init=data_init)

@@ -41,6 +41,7 @@ bad value before anything is compiled.
 from __future__ import annotations
 
 import importlib
+import math
 
 from msdr.errors import UserInputError
 
@@ -62,6 +63,29 @@ SHARED_DEFAULTS = dict(
 )
 
 Y_FROM = ('sample', 'mean')
+
+
+def positive_int(cfg, name: str, upper: int | None = None) -> int:
+  """cfg.<name>, checked to be an int in [1, upper] (UserInputError)."""
+  value = getattr(cfg, name)
+  if (isinstance(value, bool) or not isinstance(value, int) or value <= 0
+      or (upper is not None and value > upper)):
+    bound = f' <= {upper}' if upper is not None else ''
+    raise UserInputError(f'stage2.{name} must be a positive int{bound}; got '
+                         f'{value!r}')
+  return value
+
+
+def number(cfg, name: str, positive: bool = True) -> float:
+  """cfg.<name> as a float, checked finite and > 0 (>= 0 unless
+  `positive`)."""
+  value = getattr(cfg, name)
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+        and math.isfinite(value) and (value > 0 if positive else value >= 0))
+  if not ok:
+    raise UserInputError(f"stage2.{name} must be a finite number "
+                         f"{'> 0' if positive else '>= 0'}; got {value!r}")
+  return float(value)
 
 
 def module(name: str):
@@ -88,11 +112,6 @@ def from_config(cfg, image_shape: tuple[int, int, int]):
   if cfg.y_from not in Y_FROM:
     raise UserInputError(
         f'stage2.y_from must be one of {Y_FROM}; got {cfg.y_from!r}')
-  if (isinstance(cfg.z_dim, bool) or not isinstance(cfg.z_dim, int)
-      or cfg.z_dim <= 0):
-    raise UserInputError(f'stage2.z_dim must be a positive int; got '
-                         f'{cfg.z_dim!r}')
-  if not cfg.learning_rate > 0:
-    raise UserInputError(f'stage2.learning_rate must be > 0; got '
-                         f'{cfg.learning_rate!r}')
+  positive_int(cfg, 'z_dim')
+  number(cfg, 'learning_rate')
   return module(cfg.model).from_config(cfg, tuple(image_shape))
