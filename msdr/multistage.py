@@ -160,8 +160,8 @@ def load(workdir: str, config=None) -> MultiStage:
   Raises:
     UserInputError: not a run, or a stage without a checkpoint.
   """
-  from msdr.eval import evaluator  # pylint: disable=g-import-not-at-top
-  config = config if config is not None else evaluator.load_config(workdir)
+  from msdr.train import run  # pylint: disable=g-import-not-at-top
+  config = config if config is not None else run.load_config(workdir)
   mesh = sharding.make_mesh(1)
   stage1, params1, _ = stage2_job.restore_stage1(config, workdir, mesh)
   stage2, params2, _ = stage2_job.restore_stage2(config, workdir, mesh)

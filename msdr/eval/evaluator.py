@@ -45,6 +45,7 @@ from msdr.errors import UserInputError
 from msdr.eval import disentanglement as dm
 from msdr.eval import features as features_lib
 from msdr.eval import quality
+from msdr.train import run as run_lib
 from msdr.train import stage1 as stage1_job
 from msdr.train import stage2 as stage2_job
 
@@ -63,16 +64,6 @@ def _eval_options(config) -> dict:
   if 'eval' in config:
     options.update({k: config.eval[k] for k in DEFAULTS if k in config.eval})
   return options
-
-
-def load_config(workdir: str):
-  """The resolved config a run saved in `workdir/config.json`."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise UserInputError(f'{workdir} has no config.json: not a msdr run')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def _batched(fn, x, batch_size: int) -> np.ndarray:
@@ -134,18 +125,19 @@ def evaluate(workdir: str, config=None, key: jax.Array | None = None) -> dict:
     written to eval.json.
   """
   from msdr import multistage  # pylint: disable=g-import-not-at-top
-  config = config if config is not None else load_config(workdir)
+  config = config if config is not None else run_lib.load_config(workdir)
   options = _eval_options(config)
   mesh = sharding.make_mesh(1)
   stage1, params1, step1 = stage2_job.restore_stage1(config, workdir, mesh)
   scores = {'step.stage1': int(step1)}
-  has_stage2 = bool(config.get('stage2', {}).get('model'))
+  has_stage2 = stage2_job.has_stage2(config)
   if has_stage2:
     stage2, params2, step2 = stage2_job.restore_stage2(config, workdir, mesh)
     model = multistage.MultiStage(stage1, params1, stage2, params2,
                                   stage2_job.image_size(config), config)
     scores['step.stage2'] = int(step2)
-    dataset = stage2_job.make_model(config)[1]
+    dataset = stage1_job.dataset_from_config(config,
+                                             stage2_job.image_size(config))
   else:
     model = multistage.MultiStage(stage1, params1, None, None)
     dataset = stage1_job.dataset_from_config(

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from msdr.errors import UserInputError
+from msdr.models import stage2
 from msdr.models import losses
 from msdr.models import modulated
 from msdr.models import networks
@@ -315,33 +315,19 @@ class MSGAN(GaussianLatentModel):
   # GaussianLatentModel (E's posterior, G's logits).
 
 
-def _check_number(cfg, field: str, positive: bool) -> float:
-  """cfg.<field> as a float; UserInputError unless finite and >= 0 (> 0)."""
-  value = getattr(cfg, field)
-  ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-        and math.isfinite(value) and (value > 0 if positive else value >= 0))
-  if not ok:
-    raise UserInputError(f"stage2.{field} must be a finite number "
-                         f"{'> 0' if positive else '>= 0'}; got {value!r}")
-  return float(value)
-
-
 def from_config(cfg, image_shape: tuple[int, int, int]) -> MSGAN:
   """The MS-GAN of config.stage2 `cfg` for images of `image_shape`."""
   check_network_config(cfg)
   check_image_shape(image_shape)
-  width = cfg.gan_disc_width
-  if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-    raise UserInputError(f'stage2.gan_disc_width must be a positive int; '
-                         f'got {width!r}')
+  width = stage2.positive_int(cfg, 'gan_disc_width')
   return MSGAN(
       channels=image_shape[-1], z_dim=cfg.z_dim, width=cfg.width,
       modulation=cfg.modulation, skips=bool(cfg.unet_skips),
       residual=bool(cfg.residual_output), reconstruction=cfg.reconstruction,
-      r1_weight=_check_number(cfg, 'gan_r1_weight', positive=False),
-      recon_weight=_check_number(cfg, 'gan_recon_weight', positive=False),
-      kl_weight=_check_number(cfg, 'gan_kl_weight', positive=False),
+      r1_weight=stage2.number(cfg, 'gan_r1_weight', positive=False),
+      recon_weight=stage2.number(cfg, 'gan_recon_weight', positive=False),
+      kl_weight=stage2.number(cfg, 'gan_kl_weight', positive=False),
       learning_rate=float(cfg.learning_rate),
-      disc_learning_rate=_check_number(cfg, 'gan_disc_learning_rate',
+      disc_learning_rate=stage2.number(cfg, 'gan_disc_learning_rate',
                                        positive=True),
       disc_width=width)

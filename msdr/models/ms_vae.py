@@ -23,6 +23,7 @@ import optax
 from msdr.errors import UserInputError
 from msdr.models import losses
 from msdr.models import modulated
+from msdr.models import stage2
 
 Params = Any
 
@@ -122,10 +123,7 @@ class MSVAE(GaussianLatentModel):
 
 def check_network_config(cfg) -> None:
   """Raises UserInputError on a bad shared network field."""
-  if (isinstance(cfg.width, bool) or not isinstance(cfg.width, int)
-      or cfg.width <= 0):
-    raise UserInputError(f'stage2.width must be a positive int; got '
-                         f'{cfg.width!r}')
+  stage2.positive_int(cfg, 'width')
   if cfg.modulation not in modulated.MODULATIONS:
     raise UserInputError(f'stage2.modulation must be one of '
                          f'{modulated.MODULATIONS}; got {cfg.modulation!r}')
@@ -142,11 +140,9 @@ def check_image_shape(image_shape: tuple[int, ...]) -> None:
 def from_config(cfg, image_shape: tuple[int, int, int]) -> MSVAE:
   check_network_config(cfg)
   check_image_shape(image_shape)
-  if not cfg.vae_beta >= 0:
-    raise UserInputError(f'stage2.vae_beta must be >= 0; got '
-                         f'{cfg.vae_beta!r}')
+  beta = stage2.number(cfg, 'vae_beta', positive=False)
   return MSVAE(channels=image_shape[-1], z_dim=cfg.z_dim, width=cfg.width,
                modulation=cfg.modulation, skips=bool(cfg.unet_skips),
                residual=bool(cfg.residual_output),
-               reconstruction=cfg.reconstruction, beta=float(cfg.vae_beta),
+               reconstruction=cfg.reconstruction, beta=beta,
                learning_rate=float(cfg.learning_rate))

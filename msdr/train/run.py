@@ -12,7 +12,21 @@ interruption continues in the stage that was running.
 
 from __future__ import annotations
 
+import json
+import os
+
 from msdr import sharding as sharding_lib
+from msdr.errors import UserInputError
+
+
+def load_config(workdir: str):
+  """The resolved config a run saved in `workdir/config.json`."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise UserInputError(f'{workdir} has no config.json: not a msdr run')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
 
 
 def run(config, workdir: str, mesh=None) -> dict | None:
@@ -21,7 +35,7 @@ def run(config, workdir: str, mesh=None) -> dict | None:
   from msdr.train import stage2  # pylint: disable=g-import-not-at-top
   mesh = mesh if mesh is not None else sharding_lib.make_mesh(
       config.num_devices)
-  has_stage2 = bool(config.get('stage2', {}).get('model'))
+  has_stage2 = stage2.has_stage2(config)
   if has_stage2:  # fail on a bad stage-2 value before training stage 1
     stage2.make_model(config)
   if not config.stage1.get('init_from'):

@@ -38,6 +38,12 @@ Y_STREAM = 0x79  # 'y'
 STAGE1_SIZE = 64
 
 
+def has_stage2(config) -> bool:
+  """Whether the run's config names a stage-2 model (older runs have no
+  stage2 section)."""
+  return bool(config.get('stage2', {}).get('model'))
+
+
 def stage1_workdir(config, workdir: str) -> str:
   """Where stage 1's checkpoints live for this run."""
   init_from = config.stage1.get('init_from')
@@ -49,10 +55,10 @@ def stage1_config(config, workdir: str):
   source = stage1_workdir(config, workdir)
   if source == workdir:
     return config
-  from msdr.eval import evaluator  # pylint: disable=g-import-not-at-top
+  from msdr.train import run  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(source):
     raise UserInputError(f'stage1.init_from={source!r} is not a directory')
-  other = evaluator.load_config(source)
+  other = run.load_config(source)
   if other.data.name != config.data.name:
     raise UserInputError(
         f'stage1.init_from={source!r} was trained on {other.data.name!r}, '
@@ -162,17 +168,16 @@ def build(config, workdir: str, mesh=None):
   def loss(params, batch, key, step):
     return model.loss(params, batch['image'], batch['y'], key, step)
 
-  update = None
-  if model.update is not None:
-    def update(params, opt_state, batch, key, step):
-      return model.update(params, opt_state, batch['image'], batch['y'], key,
-                          step)
+  def update(params, opt_state, batch, key, step):
+    return model.update(params, opt_state, batch['image'], batch['y'], key,
+                        step)
 
   stage = loop.Stage(
       name='stage2',
       init=lambda key: model.init(key, dataset.observation_shape),
       loss=loss, optimizer=model.optimizer(), batches=batches,
-      steps=cfg.steps, batch_size=cfg.batch_size, update=update)
+      steps=cfg.steps, batch_size=cfg.batch_size,
+      update=None if model.update is None else update)
   return model, stage, stage1_model, params1
 
 
