@@ -101,13 +101,6 @@ def _generator_side(params: Params) -> Params:
 @dataclasses.dataclass(frozen=True)
 class MSGAN(GaussianLatentModel):
   """Conditional GAN G(y, z) with an encoder E(x - y) for reconstruction."""
-  channels: int
-  z_dim: int = 64
-  width: int = 64
-  modulation: str = 'spatial'
-  skips: bool = True
-  residual: bool = True
-  reconstruction: str = 'bernoulli'
   r1_weight: float = 10.0
   recon_weight: float = 10.0
   kl_weight: float = 0.1
@@ -116,14 +109,7 @@ class MSGAN(GaussianLatentModel):
   disc_width: int = 64
   name: str = 'ms_gan'
 
-  @property
-  def encoder(self) -> modulated.ResidualEncoder:
-    return modulated.ResidualEncoder(self.z_dim, self.width)
-
-  @property
-  def generator(self) -> modulated.ModulatedNet:
-    return modulated.ModulatedNet(self.channels, self.width, self.modulation,
-                                  self.skips, self.residual)
+  generator = GaussianLatentModel.network
 
   @property
   def discriminator(self) -> Discriminator:

@@ -38,10 +38,28 @@ NETWORK_DEFAULTS = dict(
 DEFAULTS = dict(NETWORK_DEFAULTS, vae_beta=1.0)
 
 
+@dataclasses.dataclass(frozen=True)
 class GaussianLatentModel:
-  """infer / generate / reconstruct / sample for a model with a Gaussian
-  q(z | x, y) (`posterior`), a decoder of logits (`logits`) and a N(0, I)
-  prior over `z_dim` dims (MS-VAE and MS-GAN)."""
+  """What MS-VAE and MS-GAN share: the networks (a `ResidualEncoder` giving
+  a Gaussian q(z | x, y) through `posterior`, a `ModulatedNet` giving logits
+  through `logits`), a N(0, I) prior over `z_dim` dims, and infer /
+  generate / reconstruct / sample on top of them."""
+  channels: int
+  z_dim: int = 64
+  width: int = 64
+  modulation: str = 'spatial'
+  skips: bool = True
+  residual: bool = True
+  reconstruction: str = 'bernoulli'
+
+  @property
+  def encoder(self) -> modulated.ResidualEncoder:
+    return modulated.ResidualEncoder(self.z_dim, self.width)
+
+  @property
+  def network(self) -> modulated.ModulatedNet:
+    return modulated.ModulatedNet(self.channels, self.width, self.modulation,
+                                  self.skips, self.residual)
 
   def infer(self, params: Params, x: jax.Array, y: jax.Array,
             key: jax.Array | None = None) -> jax.Array:
@@ -68,26 +86,11 @@ class GaussianLatentModel:
 @dataclasses.dataclass(frozen=True)
 class MSVAE(GaussianLatentModel):
   """Conditional VAE p(x | y, z) with z inferred from the residual x - y."""
-  channels: int
-  z_dim: int = 64
-  width: int = 64
-  modulation: str = 'spatial'
-  skips: bool = True
-  residual: bool = True
-  reconstruction: str = 'bernoulli'
   beta: float = 1.0
   learning_rate: float = 1e-4
   name: str = 'ms_vae'
   update = None  # trains by the gradient of `loss`
-
-  @property
-  def encoder(self) -> modulated.ResidualEncoder:
-    return modulated.ResidualEncoder(self.z_dim, self.width)
-
-  @property
-  def decoder(self) -> modulated.ModulatedNet:
-    return modulated.ModulatedNet(self.channels, self.width, self.modulation,
-                                  self.skips, self.residual)
+  decoder = GaussianLatentModel.network
 
   def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> Params:
     k_enc, k_dec = jax.random.split(key)
