@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from msdr.models import small_linalg
+
 Params = Any
 
 # -- shape plumbing ------------------------------------------------------------
@@ -120,9 +122,8 @@ def invconv_matrix(p: Params) -> tuple[jax.Array, jax.Array]:
   eye = jnp.eye(c, dtype=p['lu'].dtype)
   lower = jnp.tril(p['lu'], -1) + eye
   upper = jnp.triu(p['lu'], 1) + jnp.diag(jnp.exp(p['log_diag']))
-  inv_lower = jax.scipy.linalg.solve_triangular(lower, eye, lower=True,
-                                                unit_diagonal=True)
-  inv = jax.scipy.linalg.solve_triangular(upper, inv_lower, lower=False)
+  inv_lower = small_linalg.solve_lower(lower, eye, unit_diagonal=True)
+  inv = small_linalg.solve_upper(upper, inv_lower)
   return lower @ upper, inv
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from msdr.models import small_linalg
+
 Params = Any
 Stats = dict
 
@@ -50,10 +52,10 @@ def posterior(params: Params, r: jax.Array) -> dict:
   w_scaled = w / psi[..., None]                                  # Psi^-1 W
   precision = (jnp.eye(q, dtype=w.dtype)
                + jnp.einsum('kdq,kdp->kqp', w, w_scaled))        # M_k
-  chol = jnp.linalg.cholesky(precision)
+  chol = small_linalg.cholesky(precision)
   e = r[:, None, :] - params['mean'][None]                       # [N, K, D]
   b = jnp.einsum('nkd,kdq->kqn', e, w_scaled)
-  m = jax.scipy.linalg.cho_solve((chol, True), b)                # [K, q, N]
+  m = small_linalg.cho_solve(chol, b)                            # [K, q, N]
   m = jnp.transpose(m, (2, 0, 1))                                # [N, K, q]
   left = e - jnp.einsum('kdq,nkq->nkd', w, m)
   mahalanobis = (jnp.sum(jnp.square(left) / psi[None], -1)
@@ -85,7 +87,7 @@ def statistics(params: Params, r: jax.Array) -> tuple[Stats, jax.Array]:
   q = m.shape[-1]
   count = jnp.mean(h, 0)
   eye = jnp.broadcast_to(jnp.eye(q, dtype=chol.dtype), chol.shape)
-  cov = jax.scipy.linalg.cho_solve((chol, True), eye)            # M_k^-1
+  cov = small_linalg.cho_solve(chol, eye)                        # M_k^-1
   hm = h[..., None] * m                                          # [N, K, q]
   stats = {
       'count': count,
@@ -137,7 +139,10 @@ def m_step(stats: Stats, params: Params, min_variance: float) -> Params:
   b = jnp.concatenate([stats['rz'], stats['r'][..., None]], -1)  # [K, D, q+1]
   alive = count > _DEAD
   a = jnp.where(alive[:, None, None], a, jnp.eye(q + 1, dtype=a.dtype))
-  loading = jnp.swapaxes(jnp.linalg.solve(a, jnp.swapaxes(b, 1, 2)), 1, 2)
+  # A_k is positive definite (a second moment with the posterior covariance
+  # of f added), so Cholesky solves it.
+  loading = jnp.swapaxes(small_linalg.cho_solve(
+      small_linalg.cholesky(a), jnp.swapaxes(b, 1, 2)), 1, 2)
   safe_count = jnp.where(alive, count, 1.0)[:, None]
   variance = (stats['rr'] - jnp.sum(loading * b, -1)) / safe_count
   variance = jnp.maximum(variance, min_variance)

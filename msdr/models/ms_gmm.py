@@ -73,8 +73,9 @@ import jax.numpy as jnp
 import optax
 
 from msdr.errors import UserInputError
-from msdr.models import stage2
 from msdr.models import mfa
+from msdr.models import small_linalg
+from msdr.models import stage2
 
 Params = Any
 Stats = dict
@@ -220,8 +221,8 @@ class MSGMM:
         k_u, k.shape, lower.dtype)
     # f = m + L^-T eps has covariance (L L^T)^-1 = M_k^-1.
     eps = jax.random.normal(k_f, (x.shape[0], self.factors, 1), u.dtype)
-    noise = jax.scipy.linalg.solve_triangular(
-        post['chol'][k], eps, lower=True, trans='T')[..., 0]
+    noise = small_linalg.solve_upper(
+        jnp.swapaxes(post['chol'][k], -1, -2), eps)[..., 0]
     return jnp.concatenate([u[:, None], post['factor_mean'][batch, k] + noise],
                            -1)
 
