@@ -20,6 +20,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from msdr.models import stage2 as stage2_lib
+from msdr import options as options_lib
 
 
 MODES = ('', 'smoke', 'demo')
@@ -106,6 +107,10 @@ def base_config(dataset: str, method: str, arg: str | None = None,
   # Evaluate at the end of --mode=train (multi-stage configs do).
   config.eval.after_training = bool(config.stage2.model)
 
+  # Figures and report.html (msdr.viz.report), written at the end of
+  # --mode=train and by --mode=report.
+  config.report = ml_collections.ConfigDict(options_lib.REPORT_DEFAULTS)
+
   config.checkpoint_every = 10_000
   config.keep_checkpoints = 3
   config.log_every = 100
@@ -119,6 +124,8 @@ def base_config(dataset: str, method: str, arg: str | None = None,
     config.log_every = 5
     config.eval.update(num_train=200, num_test=100, batch_size=50,
                        interventional_points=50, interventional_eval=50)
+    config.report.update(num_images=2, num_values=4, num_reconstructions=4,
+                         num_samples=4, num_codes=200)
     config.stage2.update(batch_size=8, steps=20, width=8, z_dim=8,
                          learning_rate=1e-3, gan_disc_width=8,
                          flow_hidden=16, flow_steps_per_level=2)

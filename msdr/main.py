@@ -2,6 +2,8 @@ r"""msdr's command line: flags, config, devices, then one call into the job.
 
   python -m msdr.main --config configs/dsprites_beta_tcvae.py \
       --workdir /tmp/run [--config.stage1.beta=4] [--mode=train]
+  python -m msdr.main --mode=report --workdir /tmp/run
+  python -m msdr.main --mode=compare --workdirs /tmp/a,/tmp/b --workdir /tmp/c
 
 Modes:
   train  (default) train stage 1 (unless `stage1.init_from` names a finished
@@ -16,6 +18,11 @@ Modes:
   data   load the dataset, print its summary, render the first batches through
          the sharded input pipeline (with their speed) and write
          `data_samples.png` and `config.json` in the workdir.
+  report (re)write the workdir's figures, `report.html` and `report.md`
+         (msdr.viz.report; training writes them too); --config is not
+         needed, the run's config.json is used.
+  compare write `compare.html` / `compare.md` / `compare.json` in --workdir
+         showing the runs of --workdirs=A,B,... side by side.
 
 Exit status: 0 done; 2 a bad input (unknown name, bad config value, data not
 prepared: one `error:` line, no traceback, nothing compiled); 1 a run that
@@ -36,16 +43,20 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-MODES = ('train', 'eval', 'data')
+MODES = ('train', 'eval', 'data', 'report', 'compare')
+# Modes that read everything from existing runs (no --config).
+FROM_RUNS = ('report', 'compare')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally FILE:smoke.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the run.')
 _MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to run.')
+_WORKDIRS = flags.DEFINE_list(
+    'workdirs', None, '--mode=compare: the runs to compare (comma-separated).')
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False,
     'Call jax.distributed.initialize() first (multi-host GPU/TPU jobs).')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['workdir'])
 
 
 def write_config(config, workdir: str) -> None:
@@ -92,6 +103,24 @@ def run_data(config, workdir: str, batches: int = 5) -> dict:
           'devices': int(mesh.devices.size), 'images_per_second': rate}
 
 
+def run_report(mode: str, workdir: str, workdirs) -> str:
+  """--mode=report (of `workdir`) or --mode=compare (of `workdirs`, into
+  `workdir`); prints and returns the HTML's path."""
+  from msdr.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  from msdr.viz import report  # pylint: disable=g-import-not-at-top
+  if mode == 'report':
+    if not os.path.isdir(workdir):
+      raise UserInputError(f'{workdir} is not a directory')
+    path = report.write_report(workdir)
+  else:
+    if not workdirs:
+      raise UserInputError('--mode=compare needs --workdirs=A,B,...')
+    os.makedirs(workdir, exist_ok=True)
+    path = report.compare(workdirs, workdir)
+  print(f'report: {path}', flush=True)
+  return path
+
+
 class _QuietOrbax(std_logging.Filter):
   """Drops orbax's per-save INFO chatter (dozens of lines per checkpoint)."""
 
@@ -110,18 +139,26 @@ def main(argv) -> None:
     if _MULTIHOST.value:
       import jax  # pylint: disable=g-import-not-at-top
       jax.distributed.initialize()
-    config, workdir = _CONFIG.value, _WORKDIR.value
+    config, workdir, mode = _CONFIG.value, _WORKDIR.value, _MODE.value
+    if mode in FROM_RUNS:
+      run_report(mode, workdir, _WORKDIRS.value)
+      return
+    if config is None:
+      raise UserInputError(f'--mode={mode} needs --config')
     os.makedirs(workdir, exist_ok=True)
-    if _MODE.value != 'eval':  # eval reads the trained run's config.json
+    if mode != 'eval':  # eval reads the trained run's config.json
       write_config(config, workdir)
-    logging.info('mode %s, workdir %s', _MODE.value, workdir)
-    if _MODE.value == 'data':
+    logging.info('mode %s, workdir %s', mode, workdir)
+    if mode == 'data':
       run_data(config, workdir)
-    elif _MODE.value == 'train':
+    elif mode == 'train':
       from msdr.train import run  # pylint: disable=g-import-not-at-top
       run.run(config, workdir)
       print(f'results: {workdir}', flush=True)
-    elif _MODE.value == 'eval':
+      report = os.path.join(workdir, 'report.html')
+      if os.path.exists(report):
+        print(f'report: {report}', flush=True)
+    elif mode == 'eval':
       from msdr.eval import evaluator  # pylint: disable=g-import-not-at-top
       evaluator.evaluate(workdir, config)
   except UserInputError as e:

@@ -39,6 +39,8 @@ class MultiStage:
   params2: Any
   image_size: int = stage2_job.STAGE1_SIZE
   config: Any = None
+  step1: int | None = None  # the checkpoints' steps (for load())
+  step2: int | None = None
 
   @classmethod
   def from_parts(cls, stage1, params1, stage2, params2,
@@ -51,10 +53,14 @@ class MultiStage:
 
   # -- stage 1 -------------------------------------------------------------------
 
+  def posterior(self, x) -> tuple[jax.Array, jax.Array]:
+    """Stage 1's q(c | x): (mean, logvar), each [B, latent_dim]."""
+    return self._posterior(self.params1, jnp.asarray(x, jnp.float32))
+
   @functools.cached_property
-  def _encode(self):
+  def _posterior(self):
     return jax.jit(lambda p, x: self.stage1.encode(
-        p, stage2_job.resize(x, stage2_job.STAGE1_SIZE))[0])
+        p, stage2_job.resize(x, stage2_job.STAGE1_SIZE)))
 
   @functools.cached_property
   def _decode(self):
@@ -63,7 +69,7 @@ class MultiStage:
 
   def encode(self, x) -> jax.Array:
     """The stage-1 posterior mean E[c | x], [B, latent_dim]."""
-    return self._encode(self.params1, jnp.asarray(x, jnp.float32))
+    return self.posterior(x)[0]
 
   def decode_stage1(self, c) -> jax.Array:
     """y = sigmoid(g1(c)) at stage 2's image size."""
@@ -123,6 +129,11 @@ class MultiStage:
     """Stage 1's own samples, sigmoid(g1(c)) with c ~ N(0, I)."""
     return self.decode_stage1(jax.random.normal(key, (n, self.latent_dim)))
 
+  def _check_dim(self, dim: int) -> None:
+    if not 0 <= dim < self.latent_dim:
+      from msdr.errors import UserInputError  # pylint: disable=g-import-not-at-top
+      raise UserInputError(f'dim must be in [0, {self.latent_dim}); got {dim}')
+
   def traverse(self, x, dim: int, values, key: jax.Array | None = None
                ) -> jax.Array:
     """Images with c[dim] set to each of `values`, z fixed to x's.
@@ -132,29 +143,41 @@ class MultiStage:
       factor `dim` replaced by values[v]; z is inferred once from x (with
       `key`, or its posterior mean) and reused for every value.
     """
-    if not 0 <= dim < self.latent_dim:
-      from msdr.errors import UserInputError  # pylint: disable=g-import-not-at-top
-      raise UserInputError(f'dim must be in [0, {self.latent_dim}); got {dim}')
+    self._check_dim(dim)
     x = jnp.asarray(x, jnp.float32)
     c = self.encode(x)
     z = self.infer(x, self.decode_stage1(c), key)
-    rows = [self.generate(c.at[:, dim].set(float(v)), z)
-            for v in np.asarray(values, np.float32).reshape(-1)]
-    return jnp.stack(rows)
+    swept = _sweep(c, dim, values)
+    num_values = swept.shape[0]
+    repeat = lambda t: jnp.tile(t, (num_values,) + (1,) * (t.ndim - 1))
+    images = self.generate(swept.reshape(-1, c.shape[1]),
+                           jax.tree.map(repeat, z))
+    return images.reshape((num_values, x.shape[0]) + images.shape[1:])
 
   def traverse_stage1(self, x, dim: int, values) -> jax.Array:
     """Stage 1's traversal: [len(values), B, H, W, C]."""
+    self._check_dim(dim)
     c = self.encode(x)
-    return jnp.stack([self.decode_stage1(c.at[:, dim].set(float(v)))
-                      for v in np.asarray(values, np.float32).reshape(-1)])
+    swept = _sweep(c, dim, values)
+    images = self.decode_stage1(swept.reshape(-1, c.shape[1]))
+    return images.reshape(swept.shape[:2] + images.shape[1:])
+
+
+def _sweep(c: jax.Array, dim: int, values) -> jax.Array:
+  """[V, B, K] copies of codes c [B, K] with column `dim` set to values[v]."""
+  values = jnp.asarray(np.asarray(values, np.float32).reshape(-1))
+  swept = jnp.broadcast_to(c, (values.shape[0],) + c.shape)
+  return swept.at[:, :, dim].set(values[:, None])
 
 
 def load(workdir: str, config=None) -> MultiStage:
-  """Restores the multi-stage model of a trained workdir.
+  """Restores the model of a trained workdir.
 
   Args:
-    workdir: a run trained by `python -m msdr.main` with a stage 2 (stage 1
-      from the same workdir or its `stage1.init_from`).
+    workdir: a run trained by `python -m msdr.main`: stage 1 from the same
+      workdir or its `stage1.init_from`, and stage 2 when its config has one.
+      A stage-1-only run gives a `MultiStage` whose `stage2` is None (its
+      stage-1 methods work; the stage-2 ones do not).
     config: the run's config (default: its config.json).
 
   Raises:
@@ -163,7 +186,11 @@ def load(workdir: str, config=None) -> MultiStage:
   from msdr.train import run  # pylint: disable=g-import-not-at-top
   config = config if config is not None else run.load_config(workdir)
   mesh = sharding.make_mesh(1)
-  stage1, params1, _ = stage2_job.restore_stage1(config, workdir, mesh)
-  stage2, params2, _ = stage2_job.restore_stage2(config, workdir, mesh)
+  stage1, params1, step1 = stage2_job.restore_stage1(config, workdir, mesh)
+  if not stage2_job.has_stage2(config):
+    return MultiStage(stage1, params1, None, None, config=config,
+                      step1=int(step1))
+  stage2, params2, step2 = stage2_job.restore_stage2(config, workdir, mesh)
   return MultiStage(stage1, params1, stage2, params2,
-                    stage2_job.image_size(config), config)
+                    stage2_job.image_size(config), config, int(step1),
+                    int(step2))

@@ -178,6 +178,16 @@ class TensorBoardEncodingTest(absltest.TestCase):
                 + b'\x15' + struct.pack('<f', 2.0))
     self.assertEqual(event, expected)
 
+  def test_image_event_bytes(self):
+    event = logger.encode_event(1.5, step=2, images={'b': (b'PNG', 4, 5, 3)})
+    image = (b'\x08\x04' + b'\x10\x05' + b'\x18\x03'  # height, width, colors
+             + b'\x22\x03PNG')  # encoded_image_string (field 4)
+    value = b'\x0a\x01b' + b'\x22' + bytes([len(image)]) + image
+    expected = (b'\x09' + struct.pack('<d', 1.5) + b'\x10\x02'
+                + b'\x2a' + bytes([len(value) + 2])
+                + b'\x0a' + bytes([len(value)]) + value)
+    self.assertEqual(event, expected)
+
 
 class CheckpointerTest(absltest.TestCase):
 

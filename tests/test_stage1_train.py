@@ -133,6 +133,14 @@ class CommandLineTest(absltest.TestCase):
                      ['10', '20'])
     self.assertTrue(os.listdir(os.path.join(workdir, 'tensorboard',
                                             'stage1')))
+    # A stage-1-only run's report: the stage-1 figures, no multi-stage ones.
+    self.assertIn(f'report: {workdir}/report.html', out)
+    written = os.listdir(workdir)
+    for name in ('traversals_stage1.png', 'traversals_stage1.gif',
+                 'reconstructions.png', 'samples.png', 'mi_matrix.png',
+                 'kl_per_dim.png', 'training_curves.png', 'report.md'):
+      self.assertIn(name, written)
+    self.assertNotIn('traversals_multistage.png', written)
 
   def test_sigterm_leaves_a_checkpoint_that_resumes(self):
     workdir = self.create_tempdir().full_path

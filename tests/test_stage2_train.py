@@ -1,12 +1,10 @@
 """Stage 2 trained on a frozen smoke stage 1 (procedural shapes3d_detail):
 every model by name, stage 1 left bitwise unchanged, the factors kept,
-`msdr.load`, resume inside stage 2, config errors, and the one command that
-trains both stages and evaluates."""
+`msdr.load`, resume inside stage 2 and config errors. The one command that
+trains both stages, evaluates and reports is tested in test_report.py."""
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl.testing import absltest
@@ -23,7 +21,6 @@ from msdr.train import stage1
 from msdr.train import stage2
 from msdr.train import checkpoint as checkpoint_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET = 'shapes3d_detail'
 STAGE1_STEPS = 300
 
@@ -184,33 +181,6 @@ class Stage2TrainTest(parameterized.TestCase):
     config = smoke_config()  # no init_from, nothing trained here
     with self.assertRaisesRegex(UserInputError, 'no stage-1 checkpoint'):
       stage2.build(config, self.create_tempdir().full_path, self.mesh)
-
-  def test_one_command_trains_both_stages_and_evaluates(self):
-    workdir = self.create_tempdir().full_path
-    env = dict(os.environ, JAX_PLATFORMS='cpu',
-               XLA_FLAGS='--xla_force_host_platform_device_count=1')
-    command = [sys.executable, '-m', 'msdr.main', '--config',
-               'configs/shapes3d_detail_ms_vae.py:smoke', '--workdir', workdir,
-               '--config.stage1.steps=10', '--config.stage2.steps=10']
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=900)
-    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-    self.assertIn(f'results: {workdir}', result.stdout)
-    with open(os.path.join(workdir, 'eval.json')) as f:
-      scores = json.load(f)
-    self.assertEqual(scores['step.stage1'], 10)
-    self.assertEqual(scores['step.stage2'], 10)
-    for key in ('disentanglement.mig', 'disentanglement.dci_disentanglement',
-                'reconstruction.stage1.mse', 'reconstruction.multistage.mse',
-                'reconstruction.multistage.psnr',
-                'reconstruction.multistage.ssim',
-                'reconstruction.multistage.bce', 'samples.multistage.frechet',
-                'samples.stage1.frechet'):
-      self.assertIn(key, scores)
-    self.assertIn('random_conv', scores['samples.feature_network'])
-    for name in ('stage1', 'stage2'):
-      self.assertTrue(os.path.isdir(
-          os.path.join(workdir, 'checkpoints', name)))
 
 
 class HighResolutionTest(absltest.TestCase):

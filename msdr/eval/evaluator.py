@@ -40,13 +40,12 @@ import os
 import jax
 import numpy as np
 
-from msdr import sharding
+from msdr import options as options_lib
 from msdr.errors import UserInputError
 from msdr.eval import disentanglement as dm
 from msdr.eval import features as features_lib
 from msdr.eval import quality
 from msdr.train import run as run_lib
-from msdr.train import stage1 as stage1_job
 from msdr.train import stage2 as stage2_job
 
 # Folded into the root key for evaluation samples (no stage uses it).
@@ -57,13 +56,6 @@ DEFAULTS = dict(num_train=10_000, num_test=5_000, batch_size=256,
                 feature_network='random_conv', inception_weights=None)
 QUALITY = (('mse', quality.mse), ('psnr', quality.psnr),
            ('ssim', quality.ssim), ('bce', quality.bce))
-
-
-def _eval_options(config) -> dict:
-  options = dict(DEFAULTS)
-  if 'eval' in config:
-    options.update({k: config.eval[k] for k in DEFAULTS if k in config.eval})
-  return options
 
 
 def _batched(fn, x, batch_size: int) -> np.ndarray:
@@ -126,22 +118,13 @@ def evaluate(workdir: str, config=None, key: jax.Array | None = None) -> dict:
   """
   from msdr import multistage  # pylint: disable=g-import-not-at-top
   config = config if config is not None else run_lib.load_config(workdir)
-  options = _eval_options(config)
-  mesh = sharding.make_mesh(1)
-  stage1, params1, step1 = stage2_job.restore_stage1(config, workdir, mesh)
-  scores = {'step.stage1': int(step1)}
-  has_stage2 = stage2_job.has_stage2(config)
+  options = options_lib.section_options(config, 'eval', DEFAULTS)
+  model = multistage.load(workdir, config)
+  has_stage2 = model.stage2 is not None
+  scores = {'step.stage1': model.step1}
   if has_stage2:
-    stage2, params2, step2 = stage2_job.restore_stage2(config, workdir, mesh)
-    model = multistage.MultiStage(stage1, params1, stage2, params2,
-                                  stage2_job.image_size(config), config)
-    scores['step.stage2'] = int(step2)
-    dataset = stage1_job.dataset_from_config(config,
-                                             stage2_job.image_size(config))
-  else:
-    model = multistage.MultiStage(stage1, params1, None, None)
-    dataset = stage1_job.dataset_from_config(
-        stage2_job.stage1_config(config, workdir))
+    scores['step.stage2'] = model.step2
+  dataset = stage2_job.run_dataset(config, workdir)
   if key is None:
     key = jax.random.fold_in(jax.random.key(config.seed), EVAL_STREAM)
   batch = int(options['batch_size'])

@@ -63,19 +63,33 @@ def _field(number: int, payload: bytes) -> bytes:
   return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
+def _image_proto(png: bytes, height: int, width: int, channels: int) -> bytes:
+  """Summary.Image: height, width, colorspace (1 grey, 3 RGB), encoded."""
+  return (b'\x08' + _varint(height) + b'\x10' + _varint(width) + b'\x18'
+          + _varint(channels) + _field(4, png))
+
+
 def encode_event(wall_time: float, step: int | None = None,
                  scalars: dict | None = None,
-                 file_version: str | None = None) -> bytes:
-  """A serialized tensorflow `Event` proto (only the fields used here)."""
+                 file_version: str | None = None,
+                 images: dict | None = None) -> bytes:
+  """A serialized tensorflow `Event` proto (only the fields used here).
+
+  `images` maps a tag to (encoded PNG/GIF bytes, height, width, channels).
+  """
   out = b'\x09' + struct.pack('<d', wall_time)  # 1: wall_time (double)
   if step is not None:
     out += b'\x10' + _varint(step)  # 2: step (int64)
   if file_version is not None:
     out += _field(3, file_version.encode())
-  if scalars:
-    values = b''.join(
-        _field(1, _field(1, tag.encode()) + b'\x15' + struct.pack('<f', v))
-        for tag, v in scalars.items())  # Summary.value: tag, simple_value
+  # Summary.value (1): tag (1), then simple_value (2) or image (4).
+  values = b''.join(
+      _field(1, _field(1, tag.encode()) + b'\x15' + struct.pack('<f', v))
+      for tag, v in (scalars or {}).items())
+  values += b''.join(_field(1, _field(1, tag.encode())
+                            + _field(4, _image_proto(*image)))
+                     for tag, image in (images or {}).items())
+  if values:
     out += _field(5, values)
   return out
 
@@ -87,7 +101,7 @@ def tfrecord(data: bytes) -> bytes:
 
 
 class EventWriter:
-  """Appends scalar summaries to a TensorBoard event file in `logdir`."""
+  """Appends scalar and image summaries to a TensorBoard event file."""
 
   def __init__(self, logdir: str):
     os.makedirs(logdir, exist_ok=True)
@@ -99,6 +113,12 @@ class EventWriter:
 
   def scalars(self, step: int, values: dict) -> None:
     self._file.write(tfrecord(encode_event(time.time(), step, values)))
+    self._file.flush()
+
+  def images(self, step: int, images: dict) -> None:
+    """Image summaries: {tag: (encoded bytes, height, width, channels)}."""
+    self._file.write(tfrecord(encode_event(time.time(), step,
+                                           images=images)))
     self._file.flush()
 
   def close(self) -> None:

@@ -1,11 +1,12 @@
-"""The whole method as one job: stage 1, then stage 2, then evaluation.
+"""The whole method as one job: stage 1, stage 2, evaluation, report.
 
   from msdr.train import run
   scores = run.run(config, workdir)
 
 Stage 1 is skipped when `config.stage1.init_from` names a finished run;
 stage 2 runs when `config.stage2.model` is set; evaluation when
-`config.eval.after_training` is (multi-stage configs set it). Each stage
+`config.eval.after_training` is (multi-stage configs set it); the figures
+and report (msdr.viz.report) when `config.report.after_training` is. Each stage
 resumes from its own checkpoints, so rerunning the command after an
 interruption continues in the stage that was running.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 
+from msdr import options
 from msdr import sharding as sharding_lib
 from msdr.errors import UserInputError
 
@@ -42,7 +44,11 @@ def run(config, workdir: str, mesh=None) -> dict | None:
     stage1.train_stage1(config, workdir, mesh)
   if has_stage2:
     stage2.train_stage2(config, workdir, mesh)
+  scores = None
   if config.get('eval', {}).get('after_training'):
     from msdr.eval import evaluator  # pylint: disable=g-import-not-at-top
-    return evaluator.evaluate(workdir, config)
-  return None
+    scores = evaluator.evaluate(workdir, config)
+  if options.report_options(config)['after_training']:
+    from msdr.viz import report  # pylint: disable=g-import-not-at-top
+    report.write_report(workdir, config)
+  return scores

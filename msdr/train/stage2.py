@@ -66,6 +66,14 @@ def stage1_config(config, workdir: str):
   return other
 
 
+def run_dataset(config, workdir: str):
+  """The dataset a run's model is shown and scored on: stage 2's (at its
+  image size) for a multi-stage run, else stage 1's."""
+  if has_stage2(config):
+    return stage1_job.dataset_from_config(config, image_size(config))
+  return stage1_job.dataset_from_config(stage1_config(config, workdir))
+
+
 def restore_stage1(config, workdir: str, mesh):
   """(model, params, step) of the newest stage-1 checkpoint of the run.
 
