@@ -7,8 +7,10 @@ Codes are K = 10 noisy linear mixtures of F = 5 factors (sizes 3, 6, 40, 32,
 default sizes over a synthetic dataset whose observations are the factors
 themselves, so the metric is timed, not a renderer or an encoder. Each metric
 is timed twice: the first call (with XLA compilation) and a warm call.
-Prints a table and writes benchmarks/results/metrics-<platform>.json. DCI is
-not implemented yet (issue 4) and is not in the table.
+DCI runs on the JAX boosted trees (the evaluator's default); with
+--sklearn_dci its scikit-learn reference backend is timed too (one call,
+outside the suite total) for the speed ratio and the score difference.
+Prints a table and writes benchmarks/results/metrics-<platform>.json.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from msdr.eval import disentanglement as dm  # pylint: disable=g-import-not-at-t
 _NUM_TRAIN = flags.DEFINE_integer('num_train', 10_000, 'Train codes.')
 _NUM_TEST = flags.DEFINE_integer('num_test', 5_000, 'Test codes.')
 _OUT = flags.DEFINE_string('out', None, 'JSON path (default: results/).')
+_SKLEARN_DCI = flags.DEFINE_bool(
+    'sklearn_dci', False, 'Also time DCI on the scikit-learn backend.')
 
 SIZES = (3, 6, 40, 32, 32)
 K = 10
@@ -67,6 +71,7 @@ def main(argv):
   key = jax.random.key(0)
   metrics = {
       'mig': lambda: dm.mig(codes[tr], factors[tr]),
+      'dci': lambda: dm.dci(codes[tr], factors[tr], codes[te], factors[te]),
       'sap': lambda: dm.sap(codes[tr], factors[tr], codes[te], factors[te]),
       'modularity_explicitness': lambda: dm.modularity_explicitness(
           codes[tr], factors[tr], codes[te], factors[te]),
@@ -88,11 +93,24 @@ def main(argv):
                  'value': value})
   total_first = sum(r['first_s'] for r in rows)
   total_warm = sum(r['warm_s'] for r in rows)
+  reference = None
+  if _SKLEARN_DCI.value:
+    start = time.perf_counter()
+    value = dm.dci(codes[tr], factors[tr], codes[te], factors[te],
+                   backend='sklearn')
+    reference = {'metric': 'dci (scikit-learn backend)',
+                 'seconds': time.perf_counter() - start, 'value': value}
   print('| metric | first call s (compile included) | warm s |')
   print('|---|---:|---:|')
   for r in rows:
     print(f"| {r['metric']} | {r['first_s']:.2f} | {r['warm_s']:.3f} |")
   print(f'| all of the above | {total_first:.2f} | {total_warm:.3f} |')
+  if reference is not None:
+    print(f"| {reference['metric']} | {reference['seconds']:.2f} | - |")
+    jax_dci = next(r['value'] for r in rows if r['metric'] == 'dci')
+    gap = max(abs(jax_dci[k] - reference['value'][k]) for k in jax_dci)
+    print(f'largest |JAX - scikit-learn| over the DCI scores: {gap:.4f}')
+    reference['max_abs_difference'] = gap
   device = jax.devices()[0]
   result = {
       'machine': f'{os.cpu_count()}-core {platform.machine()}',
@@ -100,8 +118,8 @@ def main(argv):
       'jax': jax.__version__, 'num_train': _NUM_TRAIN.value,
       'num_test': _NUM_TEST.value, 'codes': K, 'factor_sizes': SIZES,
       'rows': rows, 'total_first_s': total_first, 'total_warm_s': total_warm,
-      'note': 'DCI not implemented yet; interventional scores over a '
-              'factors-as-observations dataset',
+      'sklearn_dci': reference,
+      'note': 'interventional scores over a factors-as-observations dataset',
   }
   out = _OUT.value or os.path.join(os.path.dirname(__file__), 'results',
                                    f'metrics-{device.platform}.json')

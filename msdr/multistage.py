@@ -62,10 +62,14 @@ class MultiStage:
     return jax.jit(lambda p, x: self.stage1.encode(
         p, stage2_job.resize(x, stage2_job.STAGE1_SIZE)))
 
+  def _y(self, params1, c: jax.Array) -> jax.Array:
+    """y = sigmoid(g1(c)) at stage 2's image size (pure, traced)."""
+    return stage2_job.resize(jax.nn.sigmoid(self.stage1.decode(params1, c)),
+                             self.image_size)
+
   @functools.cached_property
   def _decode(self):
-    return jax.jit(lambda p, c: stage2_job.resize(
-        jax.nn.sigmoid(self.stage1.decode(p, c)), self.image_size))
+    return jax.jit(self._y)
 
   def encode(self, x) -> jax.Array:
     """The stage-1 posterior mean E[c | x], [B, latent_dim]."""
@@ -93,7 +97,32 @@ class MultiStage:
 
   @functools.cached_property
   def _generate(self):
-    return jax.jit(lambda p2, y, z: self.stage2.generate(p2, y, z))
+    return jax.jit(lambda p1, p2, c, z: self.stage2.generate(
+        p2, self._y(p1, c), z))
+
+  @functools.cached_property
+  def _sample(self):
+    def fn(p1, p2, key, n, temperature):
+      k_c, k_z = jax.random.split(key)
+      c = jax.random.normal(k_c, (n, self.latent_dim))
+      y = self._y(p1, c)
+      z = self.stage2.sample_latent(k_z, n, temperature)
+      return y, self.stage2.generate(p2, y, z)
+    return jax.jit(fn, static_argnums=(3, 4))
+
+  @functools.cached_property
+  def _traverse(self):
+    """(p1, p2, c, z, dim, values) -> [V, B, H, W, C]; p2 = z = None for
+    stage 1's own traversal. dim is traced: one compilation for all."""
+    def fn(p1, p2, c, z, dim, values):
+      swept = _sweep(c, dim, values)                       # [V, B, K]
+      images = self._y(p1, swept.reshape(-1, c.shape[1]))
+      if p2 is not None:
+        v = values.shape[0]
+        repeat = lambda t: jnp.tile(t, (v,) + (1,) * (t.ndim - 1))
+        images = self.stage2.generate(p2, images, jax.tree.map(repeat, z))
+      return images.reshape(swept.shape[:2] + images.shape[1:])
+    return jax.jit(fn)
 
   def infer(self, x, y=None, key: jax.Array | None = None):
     """z of x given y (default y: the stage-1 reconstruction of x)."""
@@ -103,7 +132,8 @@ class MultiStage:
 
   def generate(self, c, z) -> jax.Array:
     """The stage-2 image for factors c and detail z."""
-    return self._generate(self.params2, self.decode_stage1(c), z)
+    return self._generate(self.params1, self.params2,
+                          jnp.asarray(c, jnp.float32), z)
 
   def reconstruct(self, x, key: jax.Array | None = None) -> jax.Array:
     """The multi-stage reconstruction: y from E[c|x], then stage 2 given y
@@ -120,10 +150,14 @@ class MultiStage:
              temperature: float = 1.0) -> jax.Array:
     """n images: c ~ N(0, I) (stage 1's prior), then z from stage 2's prior
     at `temperature`."""
-    k_c, k_z = jax.random.split(key)
-    c = jax.random.normal(k_c, (n, self.latent_dim))
-    z = self.stage2.sample_latent(k_z, n, temperature)
-    return self.generate(c, z)
+    return self.sample_both(key, n, temperature)[1]
+
+  def sample_both(self, key: jax.Array, n: int, temperature: float = 1.0
+                  ) -> tuple[jax.Array, jax.Array]:
+    """(y, x) of `sample`: for each c ~ N(0, I), stage 1's image y =
+    sigmoid(g1(c)) and the multi-stage sample x built on that y."""
+    return self._sample(self.params1, self.params2, key, int(n),
+                        float(temperature))
 
   def sample_stage1(self, key: jax.Array, n: int) -> jax.Array:
     """Stage 1's own samples, sigmoid(g1(c)) with c ~ N(0, I)."""
@@ -147,25 +181,22 @@ class MultiStage:
     x = jnp.asarray(x, jnp.float32)
     c = self.encode(x)
     z = self.infer(x, self.decode_stage1(c), key)
-    swept = _sweep(c, dim, values)
-    num_values = swept.shape[0]
-    repeat = lambda t: jnp.tile(t, (num_values,) + (1,) * (t.ndim - 1))
-    images = self.generate(swept.reshape(-1, c.shape[1]),
-                           jax.tree.map(repeat, z))
-    return images.reshape((num_values, x.shape[0]) + images.shape[1:])
+    return self._traverse(self.params1, self.params2, c, z, dim,
+                          _values(values))
 
   def traverse_stage1(self, x, dim: int, values) -> jax.Array:
     """Stage 1's traversal: [len(values), B, H, W, C]."""
     self._check_dim(dim)
-    c = self.encode(x)
-    swept = _sweep(c, dim, values)
-    images = self.decode_stage1(swept.reshape(-1, c.shape[1]))
-    return images.reshape(swept.shape[:2] + images.shape[1:])
+    return self._traverse(self.params1, None, self.encode(x), None, dim,
+                          _values(values))
 
 
-def _sweep(c: jax.Array, dim: int, values) -> jax.Array:
+def _values(values) -> jax.Array:
+  return jnp.asarray(np.asarray(values, np.float32).reshape(-1))
+
+
+def _sweep(c: jax.Array, dim, values: jax.Array) -> jax.Array:
   """[V, B, K] copies of codes c [B, K] with column `dim` set to values[v]."""
-  values = jnp.asarray(np.asarray(values, np.float32).reshape(-1))
   swept = jnp.broadcast_to(c, (values.shape[0],) + c.shape)
   return swept.at[:, :, dim].set(values[:, None])
 

@@ -3,8 +3,6 @@ command line, eval.json written, and clear errors for untrained workdirs."""
 
 import json
 import os
-import subprocess
-import sys
 
 from absl.testing import absltest
 
@@ -13,8 +11,8 @@ from msdr import sharding
 from msdr.errors import UserInputError
 from msdr.eval import evaluator
 from msdr.train import stage1
+from tests.test_main import run_cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = tuple(f'disentanglement.{k}' for k in (
     'mig', 'sap', 'modularity', 'explicitness_train', 'explicitness_test',
     'irs', 'factor_vae_eval_accuracy', 'beta_vae_eval_accuracy',
@@ -45,13 +43,8 @@ class EvaluatorTest(absltest.TestCase):
     with open(os.path.join(workdir, 'eval.json')) as f:
       self.assertEqual(json.load(f), scores)
 
-    env = dict(os.environ, JAX_PLATFORMS='cpu',
-               XLA_FLAGS='--xla_force_host_platform_device_count=1')
-    result = subprocess.run(
-        [sys.executable, '-m', 'msdr.main', '--config',
-         'configs/dsprites_beta_tcvae.py:smoke', '--workdir', workdir,
-         '--mode=eval'], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=300)
+    result = run_cli('--config', 'configs/dsprites_beta_tcvae.py:smoke',
+                     '--workdir', workdir, '--mode=eval')
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertIn('| disentanglement.mig |', result.stdout)
 

@@ -19,6 +19,7 @@ from configs import common
 from msdr import sharding
 from msdr.models import stage1 as stage1_lib
 from msdr.train import stage1
+from tests.test_main import cli_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 40
@@ -104,8 +105,7 @@ class Stage1TrainTest(parameterized.TestCase):
 
 
 def cli(*args, **kwargs):
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  env = cli_env(1)  # a 1-device train step compiles fastest
   return subprocess.Popen([sys.executable, '-m', 'msdr.main', *args],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, **kwargs)
@@ -146,7 +146,8 @@ class CommandLineTest(absltest.TestCase):
     workdir = self.create_tempdir().full_path
     args = ('--config', 'configs/dsprites_beta_tcvae.py:smoke',
             '--workdir', workdir, '--config.log_every=1',
-            '--config.checkpoint_every=100000')
+            '--config.checkpoint_every=100000',
+            '--config.report.after_training=False')
     proc = cli(*args, '--config.stage1.steps=100000')
     metrics = os.path.join(workdir, 'metrics.jsonl')
     deadline = time.time() + 240

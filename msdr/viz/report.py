@@ -155,7 +155,7 @@ def render(workdir: str, config=None) -> Rendered:
   has_stage2 = model.stage2 is not None
   eval_opts = options_lib.section_options(config, 'eval', {'batch_size': 256})
   batch = int(eval_opts['batch_size'])
-  k_images, k_codes, k_c, k_z = jax.random.split(report_key(), 4)
+  k_images, k_codes, k_samples = jax.random.split(report_key(), 3)
   shown = max(opts['num_images'], opts['num_reconstructions'])
   x = np.asarray(dataset.sample(k_images, shown)[0], np.float32)
   means, kl, factors = _codes(model, dataset, k_codes, opts['num_codes'],
@@ -192,13 +192,13 @@ def render(workdir: str, config=None) -> Rendered:
       + ('the multi-stage reconstructions (z its posterior mean).'
          if has_stage2 else 'no stage 2 in this run.')))
 
-  c = jax.random.normal(k_c, (opts['num_samples'], model.latent_dim))
-  rows, names = [np.asarray(model.decode_stage1(c))], ['stage 1']
+  n = opts['num_samples']
   if has_stage2:
-    z = model.stage2.sample_latent(k_z, opts['num_samples'],
-                                   opts['temperature'])
-    rows.append(np.asarray(model.generate(c, z)))
-    names.append('multi-stage')
+    rows = [np.asarray(a) for a in model.sample_both(k_samples, n,
+                                                     opts['temperature'])]
+    names = ['stage 1', 'multi-stage']
+  else:
+    rows, names = [np.asarray(model.sample_stage1(k_samples, n))], ['stage 1']
   figures.append(Figure(
       'samples.png', grid.png_bytes(grid.labelled_grid(np.stack(rows), names)),
       'Samples: c ~ N(0, I) per column; stage 1 decodes it'
