@@ -11,6 +11,7 @@ from msdr import sharding
 from msdr.errors import UserInputError
 from msdr.eval import evaluator
 from msdr.train import stage1
+from tests import conftest
 from tests.test_main import run_cli
 
 KEYS = tuple(f'disentanglement.{k}' for k in (
@@ -44,7 +45,8 @@ class EvaluatorTest(absltest.TestCase):
       self.assertEqual(json.load(f), scores)
 
     result = run_cli('--config', 'configs/dsprites_beta_tcvae.py:smoke',
-                     '--workdir', workdir, '--mode=eval')
+                     '--workdir', workdir, '--mode=eval',
+                     devices=conftest.NUM_DEVICES)  # reuses the compiles
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertIn('| disentanglement.mig |', result.stdout)
 

@@ -105,7 +105,7 @@ class Stage1TrainTest(parameterized.TestCase):
 
 
 def cli(*args, **kwargs):
-  env = cli_env(1)  # a 1-device train step compiles fastest
+  env = cli_env()
   return subprocess.Popen([sys.executable, '-m', 'msdr.main', *args],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, **kwargs)
