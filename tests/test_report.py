@@ -24,6 +24,7 @@ from msdr import options
 from msdr.errors import UserInputError
 from msdr.train import run
 from msdr.viz import grid
+from msdr.viz import pages
 from msdr.viz import plots
 from msdr.viz import report
 from tests.test_main import run_cli
@@ -268,12 +269,12 @@ class SmokeRunReportTest(SmokeRun):
                     f'{base64.b64encode(data).decode()}"', page)
     self.assertNotIn('src="http', page)  # self-contained
     for key, value in self.scores.items():
-      self.assertIn(report.fmt(value), page, key)
+      self.assertIn(pages.fmt(value), page, key)
       self.assertIn(key.split('.')[-1], page, key)
     markdown = self.read('report.md', 'r')
     for name in report.FIGURES:
       self.assertIn(f']({name})', markdown)
-    self.assertIn(report.fmt(self.scores['disentanglement.mig']), markdown)
+    self.assertIn(pages.fmt(self.scores['disentanglement.mig']), markdown)
 
   def test_rendering_again_gives_the_same_figures(self):
     rendered = report.render(self.vae)
@@ -318,7 +319,7 @@ class SmokeRunReportTest(SmokeRun):
       scores = json.load(f)
     self.assertEqual(scores, {'vae': self.scores, 'gmm': {}})  # gmm: no eval
     for key, value in self.scores.items():
-      self.assertIn(f'<td>{key}</td><td>{report.fmt(value)}</td><td>-</td>',
+      self.assertIn(f'<td>{key}</td><td>{pages.fmt(value)}</td><td>-</td>',
                     page)
     markdown = open(os.path.join(out, 'compare.md')).read()
     figures = re.findall(r'\]\((compare/[^)]+)\)', markdown)
