@@ -107,6 +107,19 @@ class FactorVaeScoreTest(absltest.TestCase):
     self.assertAlmostEqual(result['train_accuracy'],
                            result['eval_accuracy'], delta=0.08)
 
+  def test_untraceable_representation_runs_eagerly_with_the_same_result(self):
+    # A NumPy representation_fn cannot be jitted with the renderer; the
+    # metric falls back to rendering and encoding eagerly, same draws.
+    numpy_fn = lambda x: np.asarray(centroid_representation(x))
+    args = dict(batch_size=8, num_train=40, num_eval=40,
+                num_variance_estimate=64, chunk=64)
+    eager = interventional.factor_vae_score(DSPRITES, numpy_fn,
+                                            jax.random.key(5), **args)
+    jitted = interventional.factor_vae_score(
+        DSPRITES, centroid_representation, jax.random.key(5), **args)
+    self.assertEqual(eager, jitted)
+    self.assertEqual(eager['num_active_dims'], 3)
+
   def test_dead_representation_scores_zero(self):
     result = interventional.factor_vae_score(
         DSPRITES, lambda x: jnp.zeros((x.shape[0], 3)), jax.random.key(0),

@@ -45,6 +45,16 @@ class SapTest(parameterized.TestCase):
     # The same optima as liblinear's: equal to float rounding, not just 0.01.
     self.assertAlmostEqual(dm.sap(*case), reference_sap(*case), delta=1e-6)
 
+  def test_tied_and_constant_codes_match_sklearn_reference(self):
+    # Codes with many equal values (the active sets are cut between sorted
+    # positions) and a dead code.
+    a, b, c, d = make_case(7, n=600)
+    a[:, 1], c[:, 1] = np.round(a[:, 1]), np.round(c[:, 1])
+    a[:, 2], c[:, 2] = 0.5 * b[:, 2], 0.5 * d[:, 2]
+    a[:, 3], c[:, 3] = 1.5, 1.5
+    self.assertAlmostEqual(dm.sap(a, b, c, d), reference_sap(a, b, c, d),
+                           delta=1e-6)
+
   def test_perfect_code_stays_low_as_in_the_reference(self):
     rng = np.random.default_rng(3)
     factors = rng.integers(10, size=(1000, 2))

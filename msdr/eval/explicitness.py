@@ -22,6 +22,7 @@ from msdr.eval import linear
 def roc_auc_macro(labels: np.ndarray, scores: np.ndarray,
                   classes: np.ndarray) -> float:
   """Macro one-vs-rest ROC-AUC of `scores` [N, C] (column c for classes[c])."""
+  ranks = stats.rankdata(scores, axis=0)  # average ranks for ties
   aucs = []
   for column, label in enumerate(classes):
     positive = labels == label
@@ -29,8 +30,7 @@ def roc_auc_macro(labels: np.ndarray, scores: np.ndarray,
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
       continue
-    ranks = stats.rankdata(scores[:, column])  # average ranks for ties
-    aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0)
+    aucs.append((ranks[positive, column].sum() - n_pos * (n_pos + 1) / 2.0)
                 / (n_pos * n_neg))
   if not aucs:
     raise UserInputError('explicitness needs at least two factor values in '

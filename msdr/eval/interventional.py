@@ -30,8 +30,10 @@ accuracies on them and on `num_eval` fresh points.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,31 +44,66 @@ from msdr.eval import linear
 RepresentationFn = Callable[[jax.Array], jax.Array]
 
 
-def _encode(dataset, representation_fn, factors: jax.Array,
-            key: jax.Array) -> np.ndarray:
-  codes = np.asarray(representation_fn(
-      dataset.observations_from_factors(factors, key)), np.float64)
-  if codes.ndim != 2 or codes.shape[0] != factors.shape[0]:
-    raise UserInputError('representation_fn must map n observations to '
-                         f'codes [n, K]; got {codes.shape}')
-  if not np.all(np.isfinite(codes)):
-    raise UserInputError(f'representation_fn returned '
-                         f'{int(np.sum(~np.isfinite(codes)))} non-finite '
-                         'codes')
-  return codes
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _encode_jitted(dataset, representation_fn, factors, key, index):
+  key = jax.random.fold_in(key, index)
+  return representation_fn(dataset.observations_from_factors(factors, key))
+
+
+def _encode_eager(dataset, representation_fn, factors, key, index):
+  key = jax.random.fold_in(key, index)
+  return representation_fn(dataset.observations_from_factors(
+      jnp.asarray(factors), key))
+
+
+def _encoder(dataset, representation_fn):
+  """(factors [n, F], key, chunk index) -> codes float64 [n, K], checked.
+
+  Rendering and encoding run as one jitted program when the dataset and
+  representation_fn trace (every msdr dataset and model does); otherwise
+  (a NumPy representation_fn, an unhashable dataset) eagerly.
+  """
+  jitted = [True]
+
+  def encode(factors, key, index):
+    codes = None
+    if jitted[0]:
+      try:
+        codes = _encode_jitted(dataset, representation_fn, factors, key,
+                               index)
+      except TypeError as e:  # tracer conversions, unhashable statics
+        logging.info('interventional metric: encoding eagerly (%s)', e)
+        jitted[0] = False
+    if codes is None:
+      codes = _encode_eager(dataset, representation_fn, factors, key, index)
+    codes = np.asarray(codes, np.float64)
+    if codes.ndim != 2 or codes.shape[0] != factors.shape[0]:
+      raise UserInputError('representation_fn must map n observations to '
+                           f'codes [n, K]; got {codes.shape}')
+    if not np.all(np.isfinite(codes)):
+      raise UserInputError(f'representation_fn returned '
+                           f'{int(np.sum(~np.isfinite(codes)))} non-finite '
+                           'codes')
+    return codes
+
+  return encode
+
+
+def _chunked_codes(encode, factors: np.ndarray, key: jax.Array, rows: int):
+  """Yields the codes of `rows` factor rows at a time."""
+  for i, start in enumerate(range(0, factors.shape[0], rows)):
+    yield encode(factors[start:start + rows], key, i)
 
 
 def global_variances(dataset, representation_fn: RepresentationFn,
                      key: jax.Array, num: int, chunk: int = 1024
                      ) -> np.ndarray:
   """Var (ddof 1) of every code over `num` random observations, [K]."""
-  codes = []
-  for i, start in enumerate(range(0, num, chunk)):
-    k_factors, k_obs = jax.random.split(jax.random.fold_in(key, i))
-    n = min(chunk, num - start)
-    codes.append(_encode(dataset, representation_fn,
-                         dataset.sample_factors(k_factors, n), k_obs))
-  return np.var(np.concatenate(codes), axis=0, ddof=1)
+  k_factors, k_obs = jax.random.split(key)
+  factors = np.asarray(dataset.sample_factors(k_factors, num))
+  codes = _chunked_codes(_encoder(dataset, representation_fn), factors, k_obs,
+                         chunk)
+  return np.var(np.concatenate(list(codes)), axis=0, ddof=1)
 
 
 def _fixed_factor_batches(dataset, key: jax.Array, points: int,
@@ -74,30 +111,29 @@ def _fixed_factor_batches(dataset, key: jax.Array, points: int,
   """(factor index [points], factors [points * batch_size, F]) where each
   group of `batch_size` rows shares its factor k with the group's first row."""
   k_index, k_factors = jax.random.split(key)
-  index = jax.random.randint(k_index, (points,), 0, dataset.num_factors)
-  factors = dataset.sample_factors(k_factors, points * batch_size)
+  index = np.asarray(jax.random.randint(k_index, (points,), 0,
+                                        dataset.num_factors))
+  factors = np.asarray(dataset.sample_factors(k_factors, points * batch_size))
   factors = factors.reshape(points, batch_size, -1)
-  first = factors[:, :1, :]
-  fixed = jax.nn.one_hot(index, dataset.num_factors, dtype=bool)[:, None, :]
-  factors = jnp.where(fixed, first, factors)
+  fixed = np.arange(dataset.num_factors) == index[:, None, None]
+  factors = np.where(fixed, factors[:, :1, :], factors)
   return index, factors.reshape(points * batch_size, -1)
 
 
 def _votes(dataset, representation_fn, key, num_points, batch_size,
            variances, active, chunk) -> np.ndarray:
   """votes[k, d]: training points of factor k whose argmin was active dim d."""
-  votes = np.zeros((dataset.num_factors, int(active.sum())), np.int64)
+  k_batch, k_obs = jax.random.split(key)
+  index, factors = _fixed_factor_batches(dataset, k_batch, num_points,
+                                         batch_size)
   per_chunk = max(1, chunk // batch_size)
-  for i, start in enumerate(range(0, num_points, per_chunk)):
-    points = min(per_chunk, num_points - start)
-    k_batch, k_obs = jax.random.split(jax.random.fold_in(key, i))
-    index, factors = _fixed_factor_batches(dataset, k_batch, points,
-                                           batch_size)
-    codes = _encode(dataset, representation_fn, factors, k_obs)
-    codes = codes.reshape(points, batch_size, -1)[:, :, active]
-    local = np.var(codes, axis=1, ddof=1)
-    argmin = np.argmin(local / variances[active], axis=1)
-    np.add.at(votes, (np.asarray(index), argmin), 1)
+  codes = _chunked_codes(_encoder(dataset, representation_fn), factors, k_obs,
+                         per_chunk * batch_size)
+  codes = np.concatenate(list(codes)).reshape(num_points, batch_size, -1)
+  local = np.var(codes[:, :, active], axis=1, ddof=1)
+  argmin = np.argmin(local / variances[active], axis=1)
+  votes = np.zeros((dataset.num_factors, int(active.sum())), np.int64)
+  np.add.at(votes, (index, argmin), 1)
   return votes
 
 
@@ -159,26 +195,25 @@ def factor_vae_score(dataset, representation_fn: RepresentationFn,
 def _beta_vae_points(dataset, representation_fn, key, num_points, batch_size,
                      chunk):
   """(features [num_points, K], labels [num_points])."""
-  features, labels = [], []
-  per_chunk = max(1, chunk // (2 * batch_size))
-  for i, start in enumerate(range(0, num_points, per_chunk)):
-    points = min(per_chunk, num_points - start)
-    k_index, k_f1, k_f2, k_obs = jax.random.split(jax.random.fold_in(key, i),
-                                                  4)
-    index = jax.random.randint(k_index, (points,), 0, dataset.num_factors)
-    f1 = dataset.sample_factors(k_f1, points * batch_size)
-    f2 = dataset.sample_factors(k_f2, points * batch_size)
-    shared = jnp.repeat(
-        jax.nn.one_hot(index, dataset.num_factors, dtype=bool), batch_size,
-        axis=0)
-    f2 = jnp.where(shared, f1, f2)
-    codes = _encode(dataset, representation_fn,
-                    jnp.concatenate([f1, f2]), k_obs)
-    c1, c2 = np.split(codes, 2)
-    diff = np.abs(c1 - c2).reshape(points, batch_size, -1)
-    features.append(diff.mean(axis=1))
-    labels.append(np.asarray(index))
-  return np.concatenate(features), np.concatenate(labels)
+  k_index, k_f1, k_f2, k_obs = jax.random.split(key, 4)
+  index = np.asarray(jax.random.randint(k_index, (num_points,), 0,
+                                        dataset.num_factors))
+  n = num_points * batch_size
+  f1 = np.asarray(dataset.sample_factors(k_f1, n))
+  f2 = np.asarray(dataset.sample_factors(k_f2, n))
+  shared = np.repeat(np.arange(dataset.num_factors) == index[:, None],
+                     batch_size, axis=0)
+  f2 = np.where(shared, f1, f2)
+  # Chunks of whole points, each rendering its x1 then its x2 batches.
+  rows = max(1, chunk // (2 * batch_size)) * batch_size
+  encode = _encoder(dataset, representation_fn)
+  features = []
+  for i, start in enumerate(range(0, n, rows)):
+    both = np.concatenate([f1[start:start + rows], f2[start:start + rows]])
+    c1, c2 = np.split(encode(both, k_obs, i), 2)
+    features.append(np.abs(c1 - c2).reshape(-1, batch_size,
+                                            c1.shape[1]).mean(axis=1))
+  return np.concatenate(features), index
 
 
 def beta_vae_score(dataset, representation_fn: RepresentationFn,
