@@ -3,6 +3,7 @@
   python benchmarks/multistage.py [--datasets=shapes3d_detail,dsprites]
       [--models=ms_vae,ms_gan,ms_flow,ms_gmm] [--stage1_steps=1000]
       [--stage2_steps=300] [--width=16] [--workdir=runs/bench-multistage]
+      [--set=stage2.learning_rate=1e-3,...] [--out=PATH]
 
 For each dataset: one beta-TCVAE stage 1 (the dataset's multi-stage config,
 `stage1_steps` steps), then each stage-2 model trained on that same frozen
@@ -56,6 +57,10 @@ _NUM_EVAL = flags.DEFINE_integer('num_eval', 1000,
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/bench-multistage',
                                'Where the runs live.')
 _OUT = flags.DEFINE_string('out', None, 'JSON path (default: results/).')
+_SET = flags.DEFINE_list(
+    'set', [], 'Config overrides of every stage-2 run, SECTION.FIELD=VALUE '
+    '(e.g. stage2.learning_rate=1e-3), parsed as the field\'s type. Runs '
+    'resume from their workdir, so give new settings a new --workdir.')
 
 TARGETS = {'dsprites': 0.5, 'shapes3d_detail': 0.3}
 SHOWN = ('mig', 'dci_disentanglement', 'sap', 'factor_vae_eval_accuracy')
@@ -76,7 +81,28 @@ def run_config(dataset: str, model: str, stage1_dir: str):
   config.eval.update(num_train=2 * n, num_test=n, interventional_points=300,
                      interventional_eval=150)
   config.stage1.init_from = stage1_dir
+  for item in _SET.value:
+    set_field(config, item)
   return config
+
+
+def set_field(config, item: str) -> None:
+  """Applies one SECTION.FIELD=VALUE override, typed as the field."""
+  name, sep, text = item.partition('=')
+  section, _, field = name.partition('.')
+  if not sep or section not in ('stage2', 'eval') or field not in config[
+      section]:
+    raise app.UsageError(f'--set {item!r}: expected stage2.FIELD=VALUE or '
+                         'eval.FIELD=VALUE with an existing field')
+  current = config[section][field]
+  if isinstance(current, bool):
+    value = text.lower() in ('1', 'true', 'yes')
+  elif isinstance(current, (int, float)):
+    value = type(current)(float(text)) if isinstance(current, int) and (
+        float(text).is_integer()) else float(text)
+  else:
+    value = text
+  config[section][field] = value
 
 
 def write_config(config, workdir: str) -> None:
@@ -127,7 +153,7 @@ def bench_dataset(dataset: str, mesh) -> list[dict]:
         'dataset': dataset, 'model': model,
         'stage1_steps': _STAGE1_STEPS.value,
         'stage2_steps': _STAGE2_STEPS.value, 'batch_size': _BATCH.value,
-        'width': _WIDTH.value,
+        'width': _WIDTH.value, 'overrides': list(_SET.value),
         'stage1_seconds': seconds1, 'stage2_seconds': seconds2,
         'disentanglement': {k: scores.get(f'disentanglement.{k}')
                             for k in SHOWN},

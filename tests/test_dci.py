@@ -115,6 +115,19 @@ class DciTest(parameterized.TestCase):
           break
       self.assertGreaterEqual(best, 0.98, f'factor {j}')
 
+  def test_concurrent_groups_boost_as_one_program(self):
+    # Factors boosted in separate groups (threads) get the trees they get
+    # together: the same raw scores up to float rounding.
+    case = dci_lib._check_inputs(*make_case(5))
+    together = gbt._fit_jax(*case, num_rounds=3, workers=1)
+    grouped = gbt._fit_jax(*case, num_rounds=3, workers=2)
+    for one, other in zip(together, grouped):
+      np.testing.assert_array_equal(one[0], other[0])
+      for a, b in zip(one[2:], other[2:]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    self.assertEqual(gbt._groups([1, 5, 40, 32, 32], 2), [[2, 1, 0], [3, 4]])
+    self.assertEqual(gbt._groups([3, 4], 8), [[1], [0]])
+
   @parameterized.parameters(2, 3)
   def test_first_round_is_sklearns(self, seed):
     self.assert_first_round_matches(make_case(seed))

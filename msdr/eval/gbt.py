@@ -34,16 +34,21 @@ decision_function exactly (for one of its random feature orders) and 100
 rounds give DCI scores within 0.01 of it.
 
 Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40,
-32 and 32 values (11,300 trees), on a 2-core CPU shared with other jobs (load
-average about 4): 22-24 s warm, on one core (sklearn: 375 s in the same
-conditions), 13.5 s at load average 2; growing one tree takes about 12 ns
-per (code, sample), much of it per-op overhead. The jit compiles once per
-(N, K, test N, class counts of the factors): 10-17 s at that size.
+32 and 32 values (11,300 trees), alone on a 2-core CPU: 8.8 s warm (15.2 s
+as one program: one XLA CPU program keeps about one core busy, so on a CPU
+the factors are split into one group per core, balanced by tree count, and
+boosted concurrently; trees of different factors are independent, but a
+group's padding can change float rounding, and so break near-ties, vs one
+program); growing one tree takes about 12 ns per (code, sample), much of it
+per-op overhead. The jit compiles once per group shape (N, K, test N, class
+counts of the group's factors): 10-17 s each at that size.
 """
 
 from __future__ import annotations
 
+from concurrent import futures
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -274,37 +279,28 @@ def _trees_per_chunk(n: int, k: int, num_trees: int) -> int:
   return -(-num_trees // num_chunks)
 
 
-def _fit_jax(codes_train, factors_train, codes_test, factors_test, num_rounds):
-  """Boosts every factor's classifier at once.
+def _boost_factors(boosted, columns, codes_test, num_rounds):
+  """Boosts the classifiers of `boosted` factors together (one program).
+
+  Args:
+    boosted: [(classes C, train labels [N])] of factors with C >= 2.
+    columns: (codes_train [N, K'], rank, sorted_index, valid) of the kept
+      code columns (`_sort_columns`).
+    codes_test: [Nt, K'] the same columns of the test codes.
+    num_rounds: boosting rounds.
 
   Returns:
-    One entry per factor: None for a factor with a single train value, else
-    (train labels [N] in 0..C-1, test labels [Nt] (-1 for values not seen in
-    training), raw train scores [C', N], raw test scores [C', Nt] and split
-    gains [C', K] per tree), C' = 1 for two classes (sklearn's
-    decision_function), C otherwise.
+    One (raw train scores [C', N], raw test scores [C', Nt], split gains
+    [C', K']) per factor, C' = 1 for two classes, C otherwise.
   """
-  fits = []
-  for j in range(factors_train.shape[1]):
-    values, labels = np.unique(factors_train[:, j], return_inverse=True)
-    if len(values) == 1:
-      fits.append(None)
-      continue
-    index = np.minimum(np.searchsorted(values, factors_test[:, j]),
-                       len(values) - 1)
-    labels_test = np.where(values[index] == factors_test[:, j], index, -1)
-    fits.append((len(values), labels.reshape(-1), labels_test))
-  boosted = [fit for fit in fits if fit is not None]
-  if not boosted:
-    return fits
-
+  codes_train, rank, sorted_index, valid = columns
   n = codes_train.shape[0]
-  num_classes = max(c for c, _, _ in boosted)
+  num_classes = max(c for c, _ in boosted)
   # Tree t is class c of boosted factor g; a two-class factor has a single
   # tree (for its second class), whose softmax row is [0, raw].
   ys, init_raw, tree_index, multiclass, scale, trees_of = [], [], [], [], [], []
   pad_index = np.full((len(boosted), num_classes), -1, np.int64)
-  for g, (c, labels, _) in enumerate(boosted):
+  for g, (c, labels) in enumerate(boosted):
     prior = np.bincount(labels, minlength=c) / n
     first = len(ys)
     if c == 2:
@@ -327,31 +323,94 @@ def _fit_jax(codes_train, factors_train, codes_test, factors_test, num_rounds):
   # Rows num_trees and num_trees + 1 of the softmax input are 0 and -inf.
   pad_index = np.where(pad_index == -2, num_trees,
                        np.where(pad_index == -1, num_trees + 1, pad_index))
-
-  rank, sorted_index, valid = _sort_columns(codes_train)
-  # Columns constant to within FEATURE_THRESHOLD never split: leave them out
-  # (keeping one, so that the arrays are not empty).
-  keep = np.flatnonzero(valid.any(axis=(1, 2)))
-  keep = keep if len(keep) else np.zeros(1, np.int64)
   raw, raw_test, gain = jax.device_get(_boost(
-      jnp.asarray(codes_train[:, keep].T), jnp.asarray(codes_test[:, keep].T),
-      jnp.asarray(rank[keep]), jnp.asarray(sorted_index[keep]),
-      jnp.asarray(valid[keep]), jnp.asarray(np.stack(ys)),
+      jnp.asarray(codes_train.T), jnp.asarray(codes_test.T),
+      jnp.asarray(rank), jnp.asarray(sorted_index), jnp.asarray(valid),
+      jnp.asarray(np.stack(ys)),
       jnp.asarray(np.asarray(init_raw, np.float32)),
       jnp.asarray(pad_index.astype(np.int32)),
       jnp.asarray(np.asarray(tree_index, np.int32)),
       jnp.asarray(np.asarray(multiclass)[:, None]),
       jnp.asarray(np.asarray(scale, np.float32)),
       jnp.asarray(num_rounds, jnp.int32),
-      trees_per_chunk=_trees_per_chunk(n, len(keep), num_trees)))
-  all_gain = np.zeros((num_trees, codes_train.shape[1]))
-  all_gain[:, keep] = gain
-  trees = iter(trees_of)
-  for j, fit in enumerate(fits):
-    if fit is not None:
-      t = next(trees)
-      fits[j] = fit[1:] + (np.asarray(raw[t], np.float64),
-                           np.asarray(raw_test[t], np.float64), all_gain[t])
+      trees_per_chunk=_trees_per_chunk(n, codes_train.shape[1], num_trees)))
+  return [(np.asarray(raw[t], np.float64), np.asarray(raw_test[t], np.float64),
+           np.asarray(gain[t], np.float64)) for t in trees_of]
+
+
+def _groups(tree_counts: list[int], workers: int) -> list[list[int]]:
+  """Factors split into at most `workers` groups of similar tree counts
+  (largest first, each to the lightest group)."""
+  groups = [[] for _ in range(min(workers, len(tree_counts)))]
+  load = [0] * len(groups)
+  for i in sorted(range(len(tree_counts)), key=lambda i: -tree_counts[i]):
+    g = load.index(min(load))
+    groups[g].append(i)
+    load[g] += tree_counts[i]
+  return [g for g in groups if g]
+
+
+def _workers() -> int:
+  """Concurrent boosting programs: one per core on a CPU (one XLA CPU
+  program keeps about one core busy here), one on an accelerator."""
+  if jax.default_backend() != 'cpu':
+    return 1
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
+def _fit_jax(codes_train, factors_train, codes_test, factors_test, num_rounds,
+             workers: int | None = None):
+  """Boosts every factor's classifier; on a CPU, groups of factors (similar
+  tree counts) are boosted concurrently, one thread and program each.
+
+  Returns:
+    One entry per factor: None for a factor with a single train value, else
+    (train labels [N] in 0..C-1, test labels [Nt] (-1 for values not seen in
+    training), raw train scores [C', N], raw test scores [C', Nt] and split
+    gains [C', K] per tree), C' = 1 for two classes (sklearn's
+    decision_function), C otherwise.
+  """
+  fits = []
+  for j in range(factors_train.shape[1]):
+    values, labels = np.unique(factors_train[:, j], return_inverse=True)
+    if len(values) == 1:
+      fits.append(None)
+      continue
+    index = np.minimum(np.searchsorted(values, factors_test[:, j]),
+                       len(values) - 1)
+    labels_test = np.where(values[index] == factors_test[:, j], index, -1)
+    fits.append((len(values), labels.reshape(-1), labels_test))
+  boosted = [j for j, fit in enumerate(fits) if fit is not None]
+  if not boosted:
+    return fits
+
+  rank, sorted_index, valid = _sort_columns(codes_train)
+  # Columns constant to within FEATURE_THRESHOLD never split: leave them out
+  # (keeping one, so that the arrays are not empty).
+  keep = np.flatnonzero(valid.any(axis=(1, 2)))
+  keep = keep if len(keep) else np.zeros(1, np.int64)
+  columns = (codes_train[:, keep], rank[keep], sorted_index[keep],
+             valid[keep])
+  groups = _groups([1 if fits[j][0] == 2 else fits[j][0] for j in boosted],
+                   workers or _workers())
+
+  def run(group):
+    return _boost_factors([fits[boosted[i]][:2] for i in group], columns,
+                          codes_test[:, keep], num_rounds)
+
+  if len(groups) == 1:
+    results = [run(groups[0])]
+  else:
+    with futures.ThreadPoolExecutor(len(groups)) as pool:
+      results = list(pool.map(run, groups))
+  for group, result in zip(groups, results):
+    for i, (raw, raw_test, gain) in zip(group, result):
+      j = boosted[i]
+      all_gain = np.zeros((gain.shape[0], codes_train.shape[1]))
+      all_gain[:, keep] = gain
+      fits[j] = fits[j][1:] + (raw, raw_test, all_gain)
   return fits
 
 
