@@ -36,8 +36,9 @@ rounds give DCI scores within 0.01 of it.
 Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40,
 32 and 32 values (11,300 trees), alone on a 2-core CPU: 8.8 s warm (15.2 s
 as one program: one XLA CPU program keeps about one core busy, so on a CPU
-the factors are split into one group per core, balanced by tree count, and
-boosted concurrently; trees of different factors are independent, but a
+the factors of runs this long are split into one group per core, balanced by
+tree count, and boosted concurrently; the extra compiles make the first call
+slower, 34 s instead of 26 s; trees of different factors are independent, but a
 group's padding can change float rounding, and so break near-ties, vs one
 program); growing one tree takes about 12 ns per (code, sample), much of it
 per-op overhead. The jit compiles once per group shape (N, K, test N, class
@@ -350,10 +351,17 @@ def _groups(tree_counts: list[int], workers: int) -> list[list[int]]:
   return [g for g in groups if g]
 
 
-def _workers() -> int:
-  """Concurrent boosting programs: one per core on a CPU (one XLA CPU
-  program keeps about one core busy here), one on an accelerator."""
-  if jax.default_backend() != 'cpu':
+# Boosting work (trees x train samples x kept codes x rounds) from which a CPU
+# boosts groups of factors concurrently: each group is its own program, and
+# its compile (~10 s) is worth it only when the run is long (1.1e9 at the
+# benchmark size: 15.2 s as one program, 8.8 s as two).
+_CONCURRENT_WORK = 1e9
+
+
+def _workers(work: float) -> int:
+  """Concurrent boosting programs: one per core on a CPU for long runs (one
+  XLA CPU program keeps about one core busy), else one."""
+  if jax.default_backend() != 'cpu' or work < _CONCURRENT_WORK:
     return 1
   if hasattr(os, 'sched_getaffinity'):
     return len(os.sched_getaffinity(0))
@@ -362,8 +370,9 @@ def _workers() -> int:
 
 def _fit_jax(codes_train, factors_train, codes_test, factors_test, num_rounds,
              workers: int | None = None):
-  """Boosts every factor's classifier; on a CPU, groups of factors (similar
-  tree counts) are boosted concurrently, one thread and program each.
+  """Boosts every factor's classifier; on a CPU, long runs boost groups of
+  factors (similar tree counts) concurrently, one thread and program each
+  (`workers` groups at most; None: `_workers`).
 
   Returns:
     One entry per factor: None for a factor with a single train value, else
@@ -393,8 +402,9 @@ def _fit_jax(codes_train, factors_train, codes_test, factors_test, num_rounds,
   keep = keep if len(keep) else np.zeros(1, np.int64)
   columns = (codes_train[:, keep], rank[keep], sorted_index[keep],
              valid[keep])
-  groups = _groups([1 if fits[j][0] == 2 else fits[j][0] for j in boosted],
-                   workers or _workers())
+  trees = [1 if fits[j][0] == 2 else fits[j][0] for j in boosted]
+  work = float(sum(trees)) * codes_train.shape[0] * len(keep) * num_rounds
+  groups = _groups(trees, workers or _workers(work))
 
   def run(group):
     return _boost_factors([fits[boosted[i]][:2] for i in group], columns,
