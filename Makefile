@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m msdr.main --config configs/shapes3d_detail_ms_vae.py:demo --workdir $(WORKDIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/data.py
