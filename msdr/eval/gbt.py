@@ -34,11 +34,11 @@ decision_function exactly (for one of its random feature orders) and 100
 rounds give DCI scores within 0.01 of it.
 
 Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40,
-32 and 32 values (11,300 trees), alone on a 2-core CPU: 8.8 s warm (15.2 s
+32 and 32 values (11,300 trees), alone on a 2-core CPU: 8.8-9.3 s warm (15.2 s
 as one program: one XLA CPU program keeps about one core busy, so on a CPU
 the factors of runs this long are split into one group per core, balanced by
 tree count, and boosted concurrently; the extra compiles make the first call
-slower, 34 s instead of 26 s; trees of different factors are independent, but a
+slower, 34-37 s instead of 26 s; trees of different factors are independent, but a
 group's padding can change float rounding, and so break near-ties, vs one
 program); growing one tree takes about 12 ns per (code, sample), much of it
 per-op overhead. The jit compiles once per group shape (N, K, test N, class
@@ -354,7 +354,7 @@ def _groups(tree_counts: list[int], workers: int) -> list[list[int]]:
 # Boosting work (trees x train samples x kept codes x rounds) from which a CPU
 # boosts groups of factors concurrently: each group is its own program, and
 # its compile (~10 s) is worth it only when the run is long (1.1e9 at the
-# benchmark size: 15.2 s as one program, 8.8 s as two).
+# benchmark size: 15.2 s as one program, about 9 s as two).
 _CONCURRENT_WORK = 1e9
 
 
