@@ -5,8 +5,11 @@ render observations and look at how the representation moves.
 [n, F]` and `observations_from_factors(factors, key) -> [n, ...]` (every
 `msdr.data` dataset); `representation_fn` maps observations [n, ...] to codes
 [n, K] (for a VAE: the posterior means). Observations are rendered and
-encoded `chunk` images at a time, so memory stays bounded whatever
-`num_train` is.
+encoded `chunk` images at a time, so image memory stays bounded whatever
+`num_train` is (the factors and codes, a few numbers per observation, are
+drawn and kept whole: about 60 MB at the default sizes); when `dataset` and
+`representation_fn` trace, each chunk is one jitted program, else they run
+eagerly.
 
 FactorVAE score (Kim & Mnih 2018, as disentanglement_lib computes it):
   1. global variances: Var (ddof 1) of each code over `num_variance_estimate`
