@@ -98,8 +98,9 @@ def set_field(config, item: str) -> None:
   if isinstance(current, bool):
     value = text.lower() in ('1', 'true', 'yes')
   elif isinstance(current, (int, float)):
-    value = type(current)(float(text)) if isinstance(current, int) and (
-        float(text).is_integer()) else float(text)
+    value = float(text)  # an int field takes '1e3'; a fraction is refused
+    if isinstance(current, int) and value.is_integer():
+      value = int(value)
   else:
     value = text
   config[section][field] = value

@@ -33,7 +33,6 @@ accuracies on them and on `num_eval` fresh points.
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 from absl import logging
@@ -47,16 +46,14 @@ from msdr.eval import linear
 RepresentationFn = Callable[[jax.Array], jax.Array]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _encode_jitted(dataset, representation_fn, factors, key, index):
-  key = jax.random.fold_in(key, index)
-  return representation_fn(dataset.observations_from_factors(factors, key))
-
-
-def _encode_eager(dataset, representation_fn, factors, key, index):
+def _encode(dataset, representation_fn, factors, key, index):
+  """Codes of the observations of `factors` (chunk `index`'s key)."""
   key = jax.random.fold_in(key, index)
   return representation_fn(dataset.observations_from_factors(
       jnp.asarray(factors), key))
+
+
+_encode_jitted = jax.jit(_encode, static_argnums=(0, 1))
 
 
 def _encoder(dataset, representation_fn):
@@ -78,7 +75,7 @@ def _encoder(dataset, representation_fn):
         logging.info('interventional metric: encoding eagerly (%s)', e)
         jitted[0] = False
     if codes is None:
-      codes = _encode_eager(dataset, representation_fn, factors, key, index)
+      codes = _encode(dataset, representation_fn, factors, key, index)
     codes = np.asarray(codes, np.float64)
     if codes.ndim != 2 or codes.shape[0] != factors.shape[0]:
       raise UserInputError('representation_fn must map n observations to '
