@@ -49,6 +49,16 @@ class SmallLinalgTest(absltest.TestCase):
         small_linalg.cho_solve(small_linalg.cholesky(f32(a)), f32(b)),
         np.linalg.solve(a, b), rtol=1e-4, atol=1e-5)
 
+  def test_cho_solve_with_more_columns_than_rows(self):
+    # k > n takes the inverse-then-multiply path.
+    rng = np.random.default_rng(2)
+    a = spd(rng, (2,), 6)
+    b = rng.normal(size=(2, 6, 40))
+    f32 = lambda t: jnp.asarray(t, jnp.float32)
+    np.testing.assert_allclose(
+        small_linalg.cho_solve(small_linalg.cholesky(f32(a)), f32(b)),
+        np.linalg.solve(a, b), rtol=1e-4, atol=1e-5)
+
   def test_sharded_em_step_returns(self):
     mesh = sharding.make_mesh(4)
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
