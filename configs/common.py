@@ -128,7 +128,8 @@ def base_config(dataset: str, method: str, arg: str | None = None,
                          num_samples=4, num_codes=200)
     config.stage2.update(batch_size=8, steps=20, width=8, z_dim=8,
                          learning_rate=1e-3, gan_disc_width=8,
-                         flow_hidden=16, flow_steps_per_level=2)
+                         flow_hidden=16, flow_steps_per_level=2,
+                         gmm_components=3, gmm_factors=16)
   elif arg == 'demo':
     config.stage1.steps = 1_000
     config.stage2.update(steps=500, width=16)  # ~0.8 s/step at batch 64

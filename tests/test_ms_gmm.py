@@ -485,21 +485,21 @@ class ConfigTest(parameterized.TestCase):
     self.assertIsNotNone(model.update)
     params = jax.eval_shape(lambda key: model.init(key, (64, 64, 1)),
                             jax.random.key(0))
-    self.assertEqual(params['factors'].shape, (10, 4096, 16))
+    self.assertEqual(params['factors'].shape, (2, 4096, 512))
 
   @parameterized.parameters(
       ('gmm_components', 0), ('gmm_components', 2.0),
-      ('gmm_components', True), ('gmm_factors', -1), ('gmm_factors', 64),
+      ('gmm_components', True), ('gmm_factors', -1), ('gmm_factors', 1024),
       ('gmm_step_power', -0.1), ('gmm_step_power', 1.5),
       ('gmm_step_power', 'a'), ('gmm_min_variance', 0.0),
       ('gmm_min_variance', float('nan')), ('gmm_init_variance', -1.0),
       ('gmm_init_variance', float('inf')), ('gmm_data_init', 1))
   def test_bad_value(self, field, value):
     with self.assertRaisesRegex(UserInputError, f'stage2.{field}'):
-      ms_gmm.from_config(_config(**{field: value}), (8, 8, 1))  # D = 64
+      ms_gmm.from_config(_config(**{field: value}), (32, 32, 1))  # D = 1024
 
   def test_data_init_with_fewer_images_than_components(self):
-    # The smoke configs train on batches of 8 with 10 components.
+    # A batch can hold fewer images than there are components.
     r = np.random.default_rng(13).normal(size=(2, 4))
     params = ms_gmm.MSGMM(components=3, factors=1).init_from_residuals(
         jax.random.key(0), jnp.float32(r))
