@@ -83,7 +83,7 @@ Stats = dict
 DEFAULTS = dict(
     # K and q: many factors per component, not many components, carry the
     # reconstruction. Held-out MSE vs stage 1's after 300 steps of batch 64
-    # (README, "Quality targets"): dsprites 0.88x at (K, q) = (10, 16),
+    # (README, "Multi-stage quality"): dsprites 0.88x at (K, q) = (10, 16),
     # 0.63x at (10, 64), 0.49x at (10, 128), 0.37x at (4, 256), 0.30x at
     # (2, 512); shapes3d_detail 0.43x at (10, 16), 0.32x at (4, 256), 0.27x
     # at (2, 512).

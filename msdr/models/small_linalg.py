@@ -1,14 +1,15 @@
 """Cholesky factors and triangular solves of small matrices in plain JAX.
 
-The stage-2 models factor only small matrices (q x q with q ~ 16, C x C
+The stage-2 models factor only small matrices (q x q with q up to ~512, C x C
 with C the channels of a flow level). `jnp.linalg.cholesky` and
 `jax.scipy.linalg.solve_triangular` lower to LAPACK custom calls on CPU,
 which spread a batch over XLA's intra-op thread pool; inside a program
 sharded over several CPU devices (more devices than cores, as the tests'
 fake devices are) those calls wait on each other's pool tasks and the step
 never returns. These loops over the n columns compile to plain XLA ops on
-every backend, so a sharded step cannot deadlock, and at n ~ 16 they cost
-nothing measurable.
+every backend, so a sharded step cannot deadlock; at n ~ 16 they cost
+nothing measurable, and two 512 x 512 Cholesky factors take about 12 ms on a
+2-core CPU.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def cho_solve(lower: jax.Array, b: jax.Array) -> jax.Array:
   q x q systems for every one of D ~ 1e4 pixels), each substitution row
   would reread the whole [n, k] solution, n^2 k memory traffic (1.5 s at
   n = 512, k = 12,288 on a 2-core CPU); instead the n x n inverse is solved
-  for once and applied as one matrix product (about 30x faster there).
+  for once and applied as one matrix product (0.11 s there, 14x faster).
   """
   n, k = lower.shape[-1], b.shape[-1]
   if k > n:
