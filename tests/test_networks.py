@@ -248,29 +248,59 @@ def _assert_same_grads(ours_fn, ref_fn, x, w, r):
   return gx, gw
 
 
+def _with_methods(cases, methods):
+  """Each (name, ...) case once per method: (name_method, ..., method)."""
+  return tuple((f'{case[0]}_{method}',) + case[1:] + (method,)
+               for case in cases for method in methods)
+
+
+# A 4x4 kernel runs each formulation; None picks by channel counts.
+_CONV_METHOD_CASES = _with_methods(
+    [c for c in _CONV_CASES if c[1] == 4], ('patches', 'shifted', None)) + (
+        _with_methods([c for c in _CONV_CASES if c[1] == 2], (None,)))
+
+
 class ConvS2Test(parameterized.TestCase):
 
-  @parameterized.named_parameters(*_CONV_CASES)
-  def test_matches_xla_and_numpy(self, size, shape, c_out):
+  @parameterized.named_parameters(*_CONV_METHOD_CASES)
+  def test_matches_xla_and_numpy(self, size, shape, c_out, method):
     rng = np.random.default_rng(2)
     x = _rand(rng, shape)
     w = _rand(rng, (size, size, shape[-1], c_out))
-    got, ref = jax.jit(lambda a, k: (networks.conv_s2(a, k),
+    got, ref = jax.jit(lambda a, k: (networks.conv_s2(a, k, method),
                                      _xla_conv(a, k)))(x, w)
     self.assertEqual(got.shape, (shape[0], shape[1] // 2, shape[2] // 2,
                                  c_out))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     _assert_close(got, np_conv_s2(x, w))
 
-  @parameterized.named_parameters(*_CONV_CASES)
-  def test_gradients_match_xla(self, size, shape, c_out):
+  @parameterized.named_parameters(*_CONV_METHOD_CASES)
+  def test_gradients_match_xla(self, size, shape, c_out, method):
     rng = np.random.default_rng(3)
     x = _rand(rng, shape)
     w = _rand(rng, (size, size, shape[-1], c_out))
     r = _rand(rng, (shape[0], shape[1] // 2, shape[2] // 2, c_out))
 
-    _, gw = _assert_same_grads(networks.conv_s2, _xla_conv, x, w, r)
+    ours = lambda a, k: networks.conv_s2(a, k, method)
+    _, gw = _assert_same_grads(ours, _xla_conv, x, w, r)
     _assert_close(gw, np_conv_s2_kernel_grad(x, w.shape, r))
+
+  def test_default_method_moves_fewer_values(self):
+    # 'shifted' when 4 C_in > C_out (the 32 -> 32 encoder layer), else
+    # 'patches' (the 1 -> 32 image layer): read off the lowered program,
+    # where only 'patches' concatenates 16 C_in patch channels.
+    def concatenates_patches(c_in, c_out):
+      x = jnp.zeros((1, 8, 8, c_in))
+      hlo = jax.jit(networks.conv_s2).lower(
+          x, jnp.zeros((4, 4, c_in, c_out))).as_text()
+      return f'x{16 * c_in}xf32' in hlo
+    self.assertFalse(concatenates_patches(32, 32))
+    self.assertTrue(concatenates_patches(1, 32))
+
+  def test_rejects_unknown_method(self):
+    with self.assertRaisesRegex(ValueError, "None, 'patches' or 'shifted'"):
+      networks.conv_s2(jnp.zeros((1, 4, 4, 2)), jnp.zeros((4, 4, 2, 3)),
+                       'im2col')
 
   @parameterized.parameters(1, 3, 5)
   def test_rejects_other_kernel_sizes(self, size):
@@ -296,8 +326,14 @@ class ConvTransposeS2Test(parameterized.TestCase):
       networks.conv_transpose_s2(jnp.zeros((1, 2, 2, 2)),
                                  jnp.zeros((size, size, 2, 3)))
 
-  @parameterized.named_parameters(*_CONVT_CASES)
-  def test_matches_xla_flax_and_numpy(self, shape, c_out):
+  def test_rejects_unknown_method(self):
+    with self.assertRaisesRegex(ValueError, "'adjoint' or 'phases'"):
+      networks.conv_transpose_s2(jnp.zeros((1, 2, 2, 2)),
+                                 jnp.zeros((4, 4, 2, 3)), 'fft')
+
+  @parameterized.named_parameters(*_with_methods(_CONVT_CASES,
+                                                 ('adjoint', 'phases')))
+  def test_matches_xla_flax_and_numpy(self, shape, c_out, method):
     rng = np.random.default_rng(4)
     x = _rand(rng, shape)
     w = _rand(rng, (4, 4, shape[-1], c_out))
@@ -305,22 +341,24 @@ class ConvTransposeS2Test(parameterized.TestCase):
     flax_params = {'params': {'kernel': w, 'bias': np.zeros(c_out,
                                                             np.float32)}}
     got, ref, flax_out = jax.jit(lambda a, k: (
-        networks.conv_transpose_s2(a, k), _xla_conv_transpose(a, k),
+        networks.conv_transpose_s2(a, k, method), _xla_conv_transpose(a, k),
         flax_layer.apply(flax_params, a)))(x, w)
     self.assertEqual(got.shape, (shape[0], 2 * shape[1], 2 * shape[2], c_out))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, flax_out, rtol=1e-5, atol=1e-5)
     _assert_close(got, np_conv_transpose_s2(x, w))
 
-  @parameterized.named_parameters(*_CONVT_CASES)
-  def test_gradients_match_xla(self, shape, c_out):
+  @parameterized.named_parameters(*_with_methods(_CONVT_CASES,
+                                                 ('adjoint', 'phases')))
+  def test_gradients_match_xla(self, shape, c_out, method):
     rng = np.random.default_rng(5)
     x = _rand(rng, shape)
     w = _rand(rng, (4, 4, shape[-1], c_out))
     r = _rand(rng, (shape[0], 2 * shape[1], 2 * shape[2], c_out))
 
-    gx, gw = _assert_same_grads(networks.conv_transpose_s2,
-                                _xla_conv_transpose, x, w, r)
+    gx, gw = _assert_same_grads(
+        lambda a, k: networks.conv_transpose_s2(a, k, method),
+        _xla_conv_transpose, x, w, r)
     # The input gradient of a transposed convolution is the stride-2 'SAME'
     # convolution of r with the kernel flipped (W[3 - t] per axis) and its
     # channels swapped: dL/dx[i] = sum_o r[o] W[2 i + 2 - o].
@@ -360,7 +398,7 @@ class LayerModulesTest(parameterized.TestCase):
                   + params['params']['bias'])
 
   # Below 8 features the CPU lowers XLA's transposed convolution; from 8 on,
-  # the sub-pixel matmuls.
+  # the matmul form.
   @parameterized.parameters((3, True), (16, False))
   def test_conv_transpose_module_equals_nn_conv_transpose(self, features,
                                                           xla_conv):

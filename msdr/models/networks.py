@@ -16,12 +16,20 @@ slowly (ENVIRONMENT.md: ~90% of the step on a GPU; measured here on the 2-core
 CPU, the whole beta-TCVAE step at batch 64 goes from 1.3 to 3.2 steps/s):
 
 * a stride-2 convolution becomes space-to-depth (stride 1 over 2x2 pixel
-  blocks) and one matmul of 2x2-block patches (`conv_s2`);
-* a 4x4 stride-2 transposed convolution writes output pixel 2m + r (per axis)
-  from input pixels m - 1 and m (phase r = 0, kernel taps 0 and 2) or m and
-  m + 1 (phase r = 1, taps 1 and 3), so each of the four output phases is a
-  matmul of 2x2 input patches with four of the sixteen taps, and the phases
-  interleave by depth-to-space (sub-pixel convolution, `conv_transpose_s2`).
+  blocks); a 2x2 kernel is then one matmul, and a 4x4 kernel either one
+  matmul of 2x2-block patches or (when 4 C_in > C_out, fewer values) one
+  matmul of the blocks with the taps of all four block offsets followed by a
+  sum of four shifted slices, whose backward pass is written out
+  (`conv_s2`);
+* a 4x4 stride-2 transposed convolution is the input gradient (adjoint) of
+  a 4x4 stride-2 convolution with the kernel flipped and its channels
+  swapped, so it runs as that convolution's shifted form backwards, with
+  the convolution's forward pass as its backward pass
+  (`conv_transpose_s2`; the sub-pixel form, one matmul of 2x2 input patches
+  per output phase, is kept as method='phases').
+On the 2-core CPU these written-out backward passes took the stage-1 step
+at batch 64 from about 440 to 650-720 images/s in alternating runs (README,
+"Stage-1 train step").
 
 `tests/test_networks.py` checks both against XLA's convolutions.
 """
@@ -48,17 +56,104 @@ def space_to_depth(x: jax.Array) -> jax.Array:
   return x.reshape(b, h // 2, w // 2, 4 * c)
 
 
-def conv_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Stride-2 'SAME' convolution with a 2x2 or 4x4 kernel, as one matmul.
+def depth_to_space(x: jax.Array) -> jax.Array:
+  """[B, H, W, 4C] -> [B, 2H, 2W, C]: the inverse of `space_to_depth`."""
+  b, h, w, c4 = x.shape
+  x = x.reshape(b, h, w, 2, 2, c4 // 4).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, 2 * h, 2 * w, c4 // 4)
+
+
+def _padded_blocks(x: jax.Array) -> jax.Array:
+  """TF 'SAME' padding of a 4x4 stride-2 window (one pixel per side), then
+  space-to-depth: [B, 2H, 2W, C] -> [B, H + 1, W + 1, 4C]."""
+  return space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
+
+
+def _block_kernel(kernel: jax.Array) -> jax.Array:
+  """[4, 4, C_in, C_out] -> [(row, column, c_in), (a, b, c_out)]: tap
+  (2a + row, 2b + column) of the 4x4 kernel, for block offset (a, b)."""
+  c_in, c_out = kernel.shape[2:]
+  kernel = kernel.reshape(2, 2, 2, 2, c_in, c_out)  # (a, row, b, column, ...)
+  return kernel.transpose(1, 3, 4, 0, 2, 5).reshape(4 * c_in, 4 * c_out)
+
+
+def _shift_sum(p: jax.Array, c_out: int) -> jax.Array:
+  """y[i, j] = sum over (a, b) of p[i + a, j + b, (a, b)]:
+  [B, H + 1, W + 1, 4 C] -> [B, H, W, C]."""
+  b, h, w = p.shape[0], p.shape[1] - 1, p.shape[2] - 1
+  p = p.reshape(b, h + 1, w + 1, 2, 2, c_out)
+  return sum(p[:, a:a + h, c:c + w, a, c] for a in (0, 1) for c in (0, 1))
+
+
+def _shift_sum_adjoint(dy: jax.Array) -> jax.Array:
+  """The adjoint of `_shift_sum`: [B, H, W, C] -> [B, H + 1, W + 1, 4C]."""
+  return jnp.concatenate(
+      [jnp.pad(dy, ((0, 0), (a, 1 - a), (c, 1 - c), (0, 0)))
+       for a in (0, 1) for c in (0, 1)], axis=-1)
+
+
+@jax.custom_vjp
+def _conv4_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """4x4 stride-2 'SAME' convolution as one product of the input's 2x2
+  blocks with all four block offsets' taps, then a sum of four shifted
+  slices of that product. Its backward pass is written out (the adjoint
+  of the shifted sum is one concatenation) rather than differentiated
+  through the slices."""
+  return _conv4_shifted_fwd(x, kernel)[0]
+
+
+def _conv4_shifted_fwd(x, kernel):
+  blocks = _padded_blocks(x)
+  return _shift_sum(blocks @ _block_kernel(kernel), kernel.shape[-1]), (
+      blocks, kernel)
+
+
+def _conv4_shifted_bwd(residuals, dy):
+  blocks, kernel = residuals
+  dp = _shift_sum_adjoint(dy)  # [B, H + 1, W + 1, 4 C_out]
+  d_block_kernel = jnp.einsum('bhwi,bhwo->io', blocks, dp)
+  d_blocks = dp @ _block_kernel(kernel).T
+  dx = depth_to_space(d_blocks)[:, 1:-1, 1:-1]
+  return dx, jax.vjp(_block_kernel, kernel)[1](d_block_kernel)[0]
+
+
+_conv4_shifted.defvjp(_conv4_shifted_fwd, _conv4_shifted_bwd)
+
+
+def _conv4_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """4x4 stride-2 'SAME' convolution as one product of 2x2-block patches."""
+  c_in, c_out = kernel.shape[2:]
+  blocks = _padded_blocks(x)
+  h, w = blocks.shape[1] - 1, blocks.shape[2] - 1
+  patches = jnp.concatenate([blocks[:, a:a + h, b:b + w]
+                             for a in (0, 1) for b in (0, 1)], axis=-1)
+  # Patch channel (a, b, row, column, c) meets kernel tap (2a + row, 2b + col).
+  kernel = kernel.reshape(2, 2, 2, 2, c_in, c_out).transpose(0, 2, 1, 3, 4, 5)
+  return patches @ kernel.reshape(16 * c_in, c_out)
+
+
+def conv_s2(x: jax.Array, kernel: jax.Array,
+            method: str | None = None) -> jax.Array:
+  """Stride-2 'SAME' convolution with a 2x2 or 4x4 kernel, as matmuls.
 
   With an even input side, TF's 'SAME' pads a 4x4 kernel by one pixel on
   each side and a 2x2 kernel not at all. After space-to-depth the stride-2
   window becomes a stride-1 window of 2x2 (4x4 kernel) or 1x1 (2x2 kernel)
-  blocks, whose patches are contiguous slices: im2col without strided reads.
+  blocks. A 4x4 kernel is then computed one of two ways:
+    * 'patches': one matmul of the 2x2-block patches (im2col without
+      strided reads; 16 C_in values per output pixel);
+    * 'shifted': one matmul of the blocks with the taps of all four block
+      offsets (4 C_out values per block), then the sum of four shifted
+      slices of it, with a written-out backward pass.
+  The default (None) takes the one moving fewer values: 'shifted' when
+  4 C_in > C_out. On the 2-core CPU the 32x32x32 -> 32 encoder layer at batch
+  64 took 13.7 ms forward + backward as 'shifted' against 56.8 ms as
+  'patches' (`benchmarks/layers.py`, README "Stage-1 train step").
 
   Args:
     x: [B, H, W, C_in], H and W even.
     kernel: [k, k, C_in, C_out], k in (2, 4), laid out as `nn.Conv`'s.
+    method: None, 'patches' or 'shifted' (4x4 kernels only).
 
   Returns:
     [B, H/2, W/2, C_out], equal to `lax.conv_general_dilated(x, kernel,
@@ -69,33 +164,20 @@ def conv_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return space_to_depth(x) @ kernel.reshape(4 * c_in, c_out)
   if size != 4:
     raise ValueError(f'conv_s2 takes 2x2 or 4x4 kernels, got {size}x{size}')
-  blocks = space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
-  h, w = blocks.shape[1] - 1, blocks.shape[2] - 1
-  patches = jnp.concatenate([blocks[:, a:a + h, b:b + w]
-                             for a in (0, 1) for b in (0, 1)], axis=-1)
-  # Patch channel (a, b, row, column, c) meets kernel tap (2a + row, 2b + col).
-  kernel = kernel.reshape(2, 2, 2, 2, c_in, c_out).transpose(0, 2, 1, 3, 4, 5)
-  return patches @ kernel.reshape(16 * c_in, c_out)
+  if method is None:
+    method = 'shifted' if 4 * c_in > c_out else 'patches'
+  if method == 'shifted':
+    return _conv4_shifted(x, kernel)
+  if method == 'patches':
+    return _conv4_patches(x, kernel)
+  raise ValueError(f"conv_s2's method is None, 'patches' or 'shifted', got "
+                   f'{method!r}')
 
 
-def conv_transpose_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Sub-pixel form of a 4x4 stride-2 'SAME' transposed convolution.
-
-  Each of the four output phases (ry, rx) is one matmul of 2x2 input patches
-  with four of the sixteen taps; the phases interleave by depth-to-space.
-
-  Args:
-    x: [B, H, W, C_in] input.
-    kernel: [4, 4, C_in, C_out], laid out as `flax.linen.ConvTranspose`'s
-      (no kernel flip, `transpose_kernel=False`).
-
-  Returns:
-    [B, 2H, 2W, C_out], equal to `jax.lax.conv_transpose(x, kernel, (2, 2),
-    'SAME')`.
-  """
-  if kernel.shape[:2] != (4, 4):
-    raise ValueError(f'conv_transpose_s2 takes a 4x4 kernel, got '
-                     f'{kernel.shape[0]}x{kernel.shape[1]}')
+def _conv_transpose_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Sub-pixel form: each of the four output phases (ry, rx) is one matmul
+  of 2x2 input patches with four of the sixteen taps; the phases interleave
+  by depth-to-space."""
   b, h, w, c_in = x.shape
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   rows = []
@@ -110,6 +192,78 @@ def conv_transpose_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
     rows.append(jnp.stack(cols, axis=3))  # [B, H, W, rx, C]
   out = jnp.stack(rows, axis=2)  # [B, H, ry, W, rx, C]
   return out.reshape(b, 2 * h, 2 * w, kernel.shape[-1])
+
+
+def _adjoint_block_kernel(kernel: jax.Array) -> jax.Array:
+  """`_block_kernel` of the stride-2 convolution whose adjoint (input
+  gradient) is the transposed convolution with `kernel`: the taps flipped
+  (W[3 - t] per axis) and the channel axes swapped. [4 C_out, 4 C_in]."""
+  return _block_kernel(jnp.swapaxes(kernel[::-1, ::-1], 2, 3))
+
+
+@jax.custom_vjp
+def _conv_transpose_adjoint(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The transposed convolution as the adjoint of `_conv4_shifted`'s
+  convolution (flipped, channel-swapped kernel): the adjoint of the shifted
+  sum (a concatenation), one matmul, depth-to-space. Its backward pass is
+  that convolution's forward pass (input gradient) and the same weight
+  product as `_conv4_shifted_bwd`."""
+  return _conv_transpose_adjoint_fwd(x, kernel)[0]
+
+
+def _conv_transpose_adjoint_fwd(x, kernel):
+  dp = _shift_sum_adjoint(x)  # [B, H + 1, W + 1, 4 C_in]
+  y = depth_to_space(dp @ _adjoint_block_kernel(kernel).T)
+  return y[:, 1:-1, 1:-1], (dp, kernel)
+
+
+def _conv_transpose_adjoint_bwd(residuals, dy):
+  dp, kernel = residuals
+  blocks = _padded_blocks(dy)  # [B, H + 1, W + 1, 4 C_out]
+  dx = _shift_sum(blocks @ _adjoint_block_kernel(kernel), kernel.shape[2])
+  d_block_kernel = jnp.einsum('bhwi,bhwo->io', blocks, dp)
+  return dx, jax.vjp(_adjoint_block_kernel, kernel)[1](d_block_kernel)[0]
+
+
+_conv_transpose_adjoint.defvjp(_conv_transpose_adjoint_fwd,
+                               _conv_transpose_adjoint_bwd)
+
+
+def conv_transpose_s2(x: jax.Array, kernel: jax.Array,
+                      method: str = 'adjoint') -> jax.Array:
+  """4x4 stride-2 'SAME' transposed convolution as matmuls.
+
+  Two equal formulations:
+    * 'adjoint' (default): the transposed convolution is the input gradient
+      of a 4x4 stride-2 convolution with the kernel flipped and its channel
+      axes swapped, computed as the adjoint of `conv_s2`'s 'shifted' form
+      (4 C_in values per 2x2 output block go into one matmul), with that
+      convolution's forward pass as its backward pass;
+    * 'phases': sub-pixel convolution, one matmul of 2x2 input patches per
+      output phase (16 C_in values per input pixel).
+  On the 2-core CPU at batch 64, forward + backward of the 16x16x32 -> 32
+  decoder layer took 10.6 ms as 'adjoint', 42.3 ms as 'phases'
+  (`benchmarks/layers.py`, README "Stage-1 train step").
+
+  Args:
+    x: [B, H, W, C_in] input.
+    kernel: [4, 4, C_in, C_out], laid out as `flax.linen.ConvTranspose`'s
+      (no kernel flip, `transpose_kernel=False`).
+    method: 'adjoint' or 'phases'.
+
+  Returns:
+    [B, 2H, 2W, C_out], equal to `jax.lax.conv_transpose(x, kernel, (2, 2),
+    'SAME')`.
+  """
+  if kernel.shape[:2] != (4, 4):
+    raise ValueError(f'conv_transpose_s2 takes a 4x4 kernel, got '
+                     f'{kernel.shape[0]}x{kernel.shape[1]}')
+  if method == 'adjoint':
+    return _conv_transpose_adjoint(x, kernel)
+  if method == 'phases':
+    return _conv_transpose_phases(x, kernel)
+  raise ValueError(f"conv_transpose_s2's method is 'adjoint' or 'phases', "
+                   f'got {method!r}')
 
 
 def _conv_transpose_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -140,8 +294,9 @@ class ConvTransposeS2(nn.Module):
   """`nn.ConvTranspose(features, (4, 4), (2, 2), 'SAME')`: the same
   parameters and function, computed by `conv_transpose_s2`.
 
-  Few output channels (the image layer) make the sub-pixel patches cost more
-  than they save on a CPU; there XLA's own transposed convolution is used
+  With few output channels (the image layer) XLA's own transposed
+  convolution is faster on a CPU (32x32x32 -> 1 at batch 64, forward +
+  backward: 9.1 ms, against 55.8 ms in the adjoint form), so there it is used
   (chosen at lowering time, so one jitted function serves every platform).
   """
   features: int
