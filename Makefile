@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/data.py
 	$(PY) benchmarks/train.py
+	$(PY) benchmarks/layers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
