@@ -11,7 +11,7 @@ sum(r * layer(x)) with respect to the input and the kernel; median of
     this platform (`ConvS2` / `ConvTransposeS2`; their docstrings say which
     formulation each layer takes);
   * every formulation `conv_s2` / `conv_transpose_s2` offers ('patches' /
-    'shifted', 'phases' / 'adjoint');
+    'shifted', 'adjoint' / 'taps' / 'phases');
   * lax: XLA's own convolution (`lax.conv_general_dilated`,
     `lax.conv_transpose`);
   * torch eager (`torch.nn.functional.conv2d` / `conv_transpose2d`, NCHW),
@@ -136,7 +136,7 @@ def main(argv):
     row = {'layer': name, 'msdr_ms': time_jax(
         _msdr_layer(transposed, c_out, size), x, k, r, reps)}
     if transposed:
-      methods = ('adjoint', 'phases')
+      methods = ('adjoint', 'taps', 'phases')
       form = lambda m: lambda a, w: networks.conv_transpose_s2(a, w, m)
     else:
       methods = ('shifted', 'patches') if size == 4 else ()

@@ -24,14 +24,17 @@ CPU, the whole beta-TCVAE step at batch 64 goes from 1.3 to 3.2 steps/s):
 * a 4x4 stride-2 transposed convolution is the input gradient (adjoint) of
   a 4x4 stride-2 convolution with the kernel flipped and its channels
   swapped, so it runs as that convolution's shifted form backwards, with
-  the convolution's forward pass as its backward pass
+  the convolution's forward pass as its backward pass; with few output
+  channels (the image layer) it is instead one matmul of the input with all
+  sixteen taps and per output phase a sum of four shifted slices
   (`conv_transpose_s2`; the sub-pixel form, one matmul of 2x2 input patches
   per output phase, is kept as method='phases').
 On the 2-core CPU these written-out backward passes took the stage-1 step
 at batch 64 from about 440 to 650-720 images/s in alternating runs (README,
 "Stage-1 train step").
 
-`tests/test_networks.py` checks both against XLA's convolutions.
+`tests/test_networks.py` checks every form against XLA's convolutions and
+float64 NumPy.
 """
 
 from __future__ import annotations
@@ -46,7 +49,6 @@ from flax import linen as nn
 # (0, 2) when r = 0, and offsets (0, 1) through taps (1, 3) when r = 1: the
 # taps are kernel[r::2].
 _PHASE_OFFSETS = ((-1, 0), (0, 1))
-_DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 
 def space_to_depth(x: jax.Array) -> jax.Array:
@@ -229,27 +231,100 @@ _conv_transpose_adjoint.defvjp(_conv_transpose_adjoint_fwd,
                                _conv_transpose_adjoint_bwd)
 
 
+def _taps_kernel(kernel: jax.Array) -> jax.Array:
+  """[4, 4, C_in, C_out] -> [C_in, (ty, tx, C_out)]: all sixteen taps."""
+  c_in = kernel.shape[2]
+  return kernel.transpose(2, 0, 1, 3).reshape(c_in, -1)
+
+
+def _tap_slot(t: int) -> tuple[int, int]:
+  """(phase r, row offset into the padded input) that tap t feeds, per axis:
+  phase r reads input offsets _PHASE_OFFSETS[r] through taps r and r + 2."""
+  r = t % 2
+  return r, 1 + _PHASE_OFFSETS[r][t // 2]
+
+
+def _taps_sum(q: jax.Array, c_out: int) -> jax.Array:
+  """Output phase (ry, rx) at (m, n) sums q[m + oy, n + ox, tap] over its
+  four taps: [B, H + 2, W + 2, 16 C] -> [B, 2H, 2W, C]."""
+  b, h, w = q.shape[0], q.shape[1] - 2, q.shape[2] - 2
+  q = q.reshape(b, h + 2, w + 2, 4, 4, c_out)
+  phases = [[0, 0], [0, 0]]
+  for ty in range(4):
+    for tx in range(4):
+      (ry, oy), (rx, ox) = _tap_slot(ty), _tap_slot(tx)
+      phases[ry][rx] = phases[ry][rx] + q[:, oy:oy + h, ox:ox + w, ty, tx]
+  out = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)
+  return out.reshape(b, 2 * h, 2 * w, c_out)  # [B, H, ry, W, rx, C]
+
+
+def _taps_sum_adjoint(dy: jax.Array) -> jax.Array:
+  """The adjoint of `_taps_sum`: [B, 2H, 2W, C] -> [B, H + 2, W + 2, 16C]."""
+  b, h, w, c = dy.shape[0], dy.shape[1] // 2, dy.shape[2] // 2, dy.shape[3]
+  dy = dy.reshape(b, h, 2, w, 2, c)
+  parts = []
+  for ty in range(4):
+    for tx in range(4):
+      (ry, oy), (rx, ox) = _tap_slot(ty), _tap_slot(tx)
+      parts.append(jnp.pad(dy[:, :, ry, :, rx],
+                           ((0, 0), (oy, 2 - oy), (ox, 2 - ox), (0, 0))))
+  return jnp.concatenate(parts, axis=-1)
+
+
+@jax.custom_vjp
+def _conv_transpose_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The transposed convolution as one product of the (padded) input with
+  all sixteen taps (16 C_out values per input pixel: few for a 1- or
+  3-channel image layer), then per output phase a sum of four shifted
+  slices; the backward pass is written out."""
+  return _conv_transpose_taps_fwd(x, kernel)[0]
+
+
+def _conv_transpose_taps_fwd(x, kernel):
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return _taps_sum(padded @ _taps_kernel(kernel), kernel.shape[-1]), (
+      padded, kernel)
+
+
+def _conv_transpose_taps_bwd(residuals, dy):
+  padded, kernel = residuals
+  dq = _taps_sum_adjoint(dy)  # [B, H + 2, W + 2, 16 C_out]
+  d_taps = jnp.einsum('bhwi,bhwo->io', padded, dq)
+  dx = (dq @ _taps_kernel(kernel).T)[:, 1:-1, 1:-1]
+  return dx, jax.vjp(_taps_kernel, kernel)[1](d_taps)[0]
+
+
+_conv_transpose_taps.defvjp(_conv_transpose_taps_fwd,
+                            _conv_transpose_taps_bwd)
+
+
 def conv_transpose_s2(x: jax.Array, kernel: jax.Array,
-                      method: str = 'adjoint') -> jax.Array:
+                      method: str | None = None) -> jax.Array:
   """4x4 stride-2 'SAME' transposed convolution as matmuls.
 
-  Two equal formulations:
-    * 'adjoint' (default): the transposed convolution is the input gradient
-      of a 4x4 stride-2 convolution with the kernel flipped and its channel
-      axes swapped, computed as the adjoint of `conv_s2`'s 'shifted' form
-      (4 C_in values per 2x2 output block go into one matmul), with that
-      convolution's forward pass as its backward pass;
+  Three equal formulations:
+    * 'adjoint': the transposed convolution is the input gradient of a 4x4
+      stride-2 convolution with the kernel flipped and its channel axes
+      swapped, computed as the adjoint of `conv_s2`'s 'shifted' form (one
+      matmul, 4 C_in values per input pixel), with that convolution's
+      forward pass as its backward pass;
+    * 'taps': one matmul of the padded input with all sixteen taps (16 C_out
+      values per input pixel), then per output phase a sum of four shifted
+      slices, with a written-out backward pass;
     * 'phases': sub-pixel convolution, one matmul of 2x2 input patches per
-      output phase (16 C_in values per input pixel).
-  On the 2-core CPU at batch 64, forward + backward of the 16x16x32 -> 32
-  decoder layer took 10.6 ms as 'adjoint', 42.3 ms as 'phases'
-  (`benchmarks/layers.py`, README "Stage-1 train step").
+      output phase (16 C_in values per input pixel), differentiated by JAX.
+  The default (None) moves the fewest values: 'taps' when 4 C_out < C_in
+  (the image layer), else 'adjoint'. On the 2-core CPU at batch 64, forward
+  + backward: the 16x16x32 -> 32 decoder layer took 10.6 ms as 'adjoint',
+  42.3 ms as 'phases'; the 32x32x32 -> 1 image layer about 10 ms as 'taps'
+  or XLA's own, 55.8 as 'adjoint' (`benchmarks/layers.py`, README
+  "Stage-1 train step").
 
   Args:
     x: [B, H, W, C_in] input.
     kernel: [4, 4, C_in, C_out], laid out as `flax.linen.ConvTranspose`'s
       (no kernel flip, `transpose_kernel=False`).
-    method: 'adjoint' or 'phases'.
+    method: None, 'adjoint', 'taps' or 'phases'.
 
   Returns:
     [B, 2H, 2W, C_out], equal to `jax.lax.conv_transpose(x, kernel, (2, 2),
@@ -258,17 +333,16 @@ def conv_transpose_s2(x: jax.Array, kernel: jax.Array,
   if kernel.shape[:2] != (4, 4):
     raise ValueError(f'conv_transpose_s2 takes a 4x4 kernel, got '
                      f'{kernel.shape[0]}x{kernel.shape[1]}')
+  if method is None:
+    method = 'taps' if 4 * kernel.shape[3] < kernel.shape[2] else 'adjoint'
   if method == 'adjoint':
     return _conv_transpose_adjoint(x, kernel)
   if method == 'phases':
     return _conv_transpose_phases(x, kernel)
-  raise ValueError(f"conv_transpose_s2's method is 'adjoint' or 'phases', "
-                   f'got {method!r}')
-
-
-def _conv_transpose_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  return jax.lax.conv_transpose(x, kernel, (2, 2), 'SAME',
-                                dimension_numbers=_DIMS)
+  if method == 'taps':
+    return _conv_transpose_taps(x, kernel)
+  raise ValueError(f"conv_transpose_s2's method is None, 'adjoint', 'taps' "
+                   f"or 'phases', got {method!r}")
 
 
 # tf.layers' default initialisers, as disentanglement_lib trains with.
@@ -292,13 +366,8 @@ class ConvS2(nn.Module):
 
 class ConvTransposeS2(nn.Module):
   """`nn.ConvTranspose(features, (4, 4), (2, 2), 'SAME')`: the same
-  parameters and function, computed by `conv_transpose_s2`.
-
-  With few output channels (the image layer) XLA's own transposed
-  convolution is faster on a CPU (32x32x32 -> 1 at batch 64, forward +
-  backward: 9.1 ms, against 55.8 ms in the adjoint form), so there it is used
-  (chosen at lowering time, so one jitted function serves every platform).
-  """
+  parameters and function, computed by `conv_transpose_s2` (its default
+  form for the channel counts)."""
   features: int
   kernel_init: Callable = KERNEL_INIT
 
@@ -308,12 +377,7 @@ class ConvTransposeS2(nn.Module):
                         (4, 4, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
     kernel = kernel.astype(x.dtype)
-    if self.features < 8:
-      y = jax.lax.platform_dependent(x, kernel, cpu=_conv_transpose_xla,
-                                     default=conv_transpose_s2)
-    else:
-      y = conv_transpose_s2(x, kernel)
-    return y + bias
+    return conv_transpose_s2(x, kernel) + bias
 
 
 class Encoder(nn.Module):
