@@ -11,7 +11,6 @@ shapes3d_detail on a 2-core CPU; >= 1,000,000 for dsprites on one H100/H200.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -23,6 +22,7 @@ import jax
 from msdr import data
 from msdr import sharding
 from msdr.data import pipeline
+import results_io  # benchmarks/results_io.py
 
 _DATASETS = flags.DEFINE_list('datasets',
                               ['dsprites', 'shapes3d', 'shapes3d_detail'],
@@ -83,12 +83,8 @@ def main(argv):
     cells = [f'{r["images_per_second"]:,.0f}' for r in rows
              if r['dataset'] == name]
     print(f'| {name} | ' + ' | '.join(cells) + ' |')
-  out = _OUT.value or os.path.join(os.path.dirname(__file__), 'results',
-                                   f'data-{report["platform"]}.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(report, f, indent=2)
-  print(f'wrote {out}')
+  results_io.write_report(report, f'data-{report["platform"]}.json',
+                          _OUT.value)
 
 
 if __name__ == '__main__':

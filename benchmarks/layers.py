@@ -21,7 +21,6 @@ Prints a Markdown table and writes benchmarks/results/layers-<platform>.json.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -31,6 +30,7 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+import results_io  # benchmarks/results_io.py
 
 from msdr.models import networks
 
@@ -165,12 +165,8 @@ def main(argv):
     print(f'| {row["layer"]} | {row["msdr_ms"]:.1f} | {forms or "–"} | '
           f'{row["lax_ms"]:.1f} | '
           f'{"–" if torch_ms is None else f"{torch_ms:.1f}"} |')
-  out = _OUT.value or os.path.join(os.path.dirname(__file__), 'results',
-                                   f'layers-{report["platform"]}.json')
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(report, f, indent=1)
-  print(f'wrote {out}')
+  results_io.write_report(report, f'layers-{report["platform"]}.json',
+                          _OUT.value)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,6 @@ Prints a table and writes benchmarks/results/metrics-<platform>.json.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -26,6 +25,7 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+import results_io  # benchmarks/results_io.py
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
@@ -121,12 +121,8 @@ def main(argv):
       'sklearn_dci': reference,
       'note': 'interventional scores over a factors-as-observations dataset',
   }
-  out = _OUT.value or os.path.join(os.path.dirname(__file__), 'results',
-                                   f'metrics-{device.platform}.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(result, f, indent=2, default=str)
-  print(f'wrote {out}')
+  results_io.write_report(result, f'metrics-{device.platform}.json',
+                          _OUT.value, default=str)
 
 
 if __name__ == '__main__':

@@ -55,6 +55,7 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
+import results_io  # benchmarks/results_io.py
 
 from msdr import sharding
 from msdr.models import stage1
@@ -491,12 +492,8 @@ def main(argv):
         f'jax {report["jax"]}, flax {report["flax"]}, '
         f'torch {report["torch"] or "not installed"}')
   print_table(rows)
-  out = _OUT.value or os.path.join(os.path.dirname(__file__), 'results',
-                                   f'train-{report["platform"]}.json')
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(report, f, indent=2)
-  print(f'wrote {out}')
+  results_io.write_report(report, f'train-{report["platform"]}.json',
+                          _OUT.value)
 
 
 if __name__ == '__main__':

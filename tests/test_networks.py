@@ -298,7 +298,9 @@ class ConvS2Test(parameterized.TestCase):
     self.assertTrue(concatenates_patches(1, 32))
 
   def test_rejects_unknown_method(self):
-    with self.assertRaisesRegex(ValueError, "None, 'patches' or 'shifted'"):
+    with self.assertRaisesRegex(
+        ValueError,
+        "method is None or one of 'shifted', 'patches', got 'im2col'"):
       networks.conv_s2(jnp.zeros((1, 4, 4, 2)), jnp.zeros((4, 4, 2, 3)),
                        'im2col')
 
@@ -327,7 +329,8 @@ class ConvTransposeS2Test(parameterized.TestCase):
                                  jnp.zeros((size, size, 2, 3)))
 
   def test_rejects_unknown_method(self):
-    with self.assertRaisesRegex(ValueError, "'adjoint', 'taps' or 'phases'"):
+    with self.assertRaisesRegex(
+        ValueError, "None or one of 'adjoint', 'taps', 'phases', got 'fft'"):
       networks.conv_transpose_s2(jnp.zeros((1, 2, 2, 2)),
                                  jnp.zeros((4, 4, 2, 3)), 'fft')
 

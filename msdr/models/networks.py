@@ -79,11 +79,11 @@ def _block_kernel(kernel: jax.Array) -> jax.Array:
   return kernel.transpose(1, 3, 4, 0, 2, 5).reshape(4 * c_in, 4 * c_out)
 
 
-def _shift_sum(p: jax.Array, c_out: int) -> jax.Array:
+def _shift_sum(p: jax.Array) -> jax.Array:
   """y[i, j] = sum over (a, b) of p[i + a, j + b, (a, b)]:
   [B, H + 1, W + 1, 4 C] -> [B, H, W, C]."""
   b, h, w = p.shape[0], p.shape[1] - 1, p.shape[2] - 1
-  p = p.reshape(b, h + 1, w + 1, 2, 2, c_out)
+  p = p.reshape(b, h + 1, w + 1, 2, 2, p.shape[3] // 4)
   return sum(p[:, a:a + h, c:c + w, a, c] for a in (0, 1) for c in (0, 1))
 
 
@@ -94,32 +94,64 @@ def _shift_sum_adjoint(dy: jax.Array) -> jax.Array:
        for a in (0, 1) for c in (0, 1)], axis=-1)
 
 
-@jax.custom_vjp
-def _conv4_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """4x4 stride-2 'SAME' convolution as one product of the input's 2x2
-  blocks with all four block offsets' taps, then a sum of four shifted
-  slices of that product. Its backward pass is written out (the adjoint
-  of the shifted sum is one concatenation) rather than differentiated
-  through the slices."""
-  return _conv4_shifted_fwd(x, kernel)[0]
+def _product_form(inputs, inputs_adjoint, outputs, outputs_adjoint,
+                  kernel_matrix):
+  """A linear layer y = outputs(inputs(x) @ kernel_matrix(kernel)), and its
+  adjoint in x, x = inputs_adjoint(outputs_adjoint(y) @ kernel_matrix.T),
+  each a `jax.custom_vjp` with the backward pass written out from the
+  adjoints of the two linear reshufflings (`inputs`, `outputs`), rather
+  than differentiated through their slices and concatenations.
+
+  Returns:
+    (layer, adjoint_layer), functions of (x, kernel).
+  """
+
+  def weight_gradient(kernel, a, dq):
+    d_matrix = jnp.einsum('bhwi,bhwo->io', a, dq)
+    return jax.vjp(kernel_matrix, kernel)[1](d_matrix)[0]
+
+  @jax.custom_vjp
+  def layer(x, kernel):
+    return layer_fwd(x, kernel)[0]
+
+  def layer_fwd(x, kernel):
+    a = inputs(x)
+    return outputs(a @ kernel_matrix(kernel)), (a, kernel)
+
+  def layer_bwd(residuals, dy):
+    a, kernel = residuals
+    dq = outputs_adjoint(dy)
+    dx = inputs_adjoint(dq @ kernel_matrix(kernel).T)
+    return dx, weight_gradient(kernel, a, dq)
+
+  @jax.custom_vjp
+  def adjoint(x, kernel):
+    return adjoint_fwd(x, kernel)[0]
+
+  def adjoint_fwd(x, kernel):
+    q = outputs_adjoint(x)
+    return inputs_adjoint(q @ kernel_matrix(kernel).T), (q, kernel)
+
+  def adjoint_bwd(residuals, dy):
+    q, kernel = residuals
+    a = inputs(dy)
+    return outputs(a @ kernel_matrix(kernel)), weight_gradient(kernel, a, q)
+
+  layer.defvjp(layer_fwd, layer_bwd)
+  adjoint.defvjp(adjoint_fwd, adjoint_bwd)
+  return layer, adjoint
 
 
-def _conv4_shifted_fwd(x, kernel):
-  blocks = _padded_blocks(x)
-  return _shift_sum(blocks @ _block_kernel(kernel), kernel.shape[-1]), (
-      blocks, kernel)
+def _crop_blocks(d_blocks: jax.Array) -> jax.Array:
+  """The adjoint of `_padded_blocks`: depth-to-space, then the padding cut."""
+  return depth_to_space(d_blocks)[:, 1:-1, 1:-1]
 
 
-def _conv4_shifted_bwd(residuals, dy):
-  blocks, kernel = residuals
-  dp = _shift_sum_adjoint(dy)  # [B, H + 1, W + 1, 4 C_out]
-  d_block_kernel = jnp.einsum('bhwi,bhwo->io', blocks, dp)
-  d_blocks = dp @ _block_kernel(kernel).T
-  dx = depth_to_space(d_blocks)[:, 1:-1, 1:-1]
-  return dx, jax.vjp(_block_kernel, kernel)[1](d_block_kernel)[0]
-
-
-_conv4_shifted.defvjp(_conv4_shifted_fwd, _conv4_shifted_bwd)
+# The 4x4 stride-2 convolution as one product of the input's 2x2 blocks with
+# all four block offsets' taps, then a sum of four shifted slices of it (the
+# adjoint of that sum is one concatenation).
+_conv4_shifted, _ = _product_form(_padded_blocks, _crop_blocks, _shift_sum,
+                                  _shift_sum_adjoint, _block_kernel)
 
 
 def _conv4_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -132,6 +164,15 @@ def _conv4_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
   # Patch channel (a, b, row, column, c) meets kernel tap (2a + row, 2b + col).
   kernel = kernel.reshape(2, 2, 2, 2, c_in, c_out).transpose(0, 2, 1, 3, 4, 5)
   return patches @ kernel.reshape(16 * c_in, c_out)
+
+
+def _form(layer: str, forms: dict, method: str):
+  """forms[method], or a ValueError naming the layer's methods."""
+  if method not in forms:
+    names = ', '.join(repr(name) for name in forms)
+    raise ValueError(f"{layer}'s method is None or one of {names}, got "
+                     f'{method!r}')
+  return forms[method]
 
 
 def conv_s2(x: jax.Array, kernel: jax.Array,
@@ -168,12 +209,8 @@ def conv_s2(x: jax.Array, kernel: jax.Array,
     raise ValueError(f'conv_s2 takes 2x2 or 4x4 kernels, got {size}x{size}')
   if method is None:
     method = 'shifted' if 4 * c_in > c_out else 'patches'
-  if method == 'shifted':
-    return _conv4_shifted(x, kernel)
-  if method == 'patches':
-    return _conv4_patches(x, kernel)
-  raise ValueError(f"conv_s2's method is None, 'patches' or 'shifted', got "
-                   f'{method!r}')
+  return _form('conv_s2', {'shifted': _conv4_shifted,
+                           'patches': _conv4_patches}, method)(x, kernel)
 
 
 def _conv_transpose_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -203,32 +240,13 @@ def _adjoint_block_kernel(kernel: jax.Array) -> jax.Array:
   return _block_kernel(jnp.swapaxes(kernel[::-1, ::-1], 2, 3))
 
 
-@jax.custom_vjp
-def _conv_transpose_adjoint(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """The transposed convolution as the adjoint of `_conv4_shifted`'s
-  convolution (flipped, channel-swapped kernel): the adjoint of the shifted
-  sum (a concatenation), one matmul, depth-to-space. Its backward pass is
-  that convolution's forward pass (input gradient) and the same weight
-  product as `_conv4_shifted_bwd`."""
-  return _conv_transpose_adjoint_fwd(x, kernel)[0]
-
-
-def _conv_transpose_adjoint_fwd(x, kernel):
-  dp = _shift_sum_adjoint(x)  # [B, H + 1, W + 1, 4 C_in]
-  y = depth_to_space(dp @ _adjoint_block_kernel(kernel).T)
-  return y[:, 1:-1, 1:-1], (dp, kernel)
-
-
-def _conv_transpose_adjoint_bwd(residuals, dy):
-  dp, kernel = residuals
-  blocks = _padded_blocks(dy)  # [B, H + 1, W + 1, 4 C_out]
-  dx = _shift_sum(blocks @ _adjoint_block_kernel(kernel), kernel.shape[2])
-  d_block_kernel = jnp.einsum('bhwi,bhwo->io', blocks, dp)
-  return dx, jax.vjp(_adjoint_block_kernel, kernel)[1](d_block_kernel)[0]
-
-
-_conv_transpose_adjoint.defvjp(_conv_transpose_adjoint_fwd,
-                               _conv_transpose_adjoint_bwd)
+# The transposed convolution is the adjoint (input gradient) of the 4x4
+# stride-2 convolution with `_adjoint_block_kernel`: the adjoint of the shifted
+# sum, one matmul, depth-to-space; its backward pass is that convolution's
+# forward pass.
+_, _conv_transpose_adjoint = _product_form(
+    _padded_blocks, _crop_blocks, _shift_sum, _shift_sum_adjoint,
+    _adjoint_block_kernel)
 
 
 def _taps_kernel(kernel: jax.Array) -> jax.Array:
@@ -244,10 +262,11 @@ def _tap_slot(t: int) -> tuple[int, int]:
   return r, 1 + _PHASE_OFFSETS[r][t // 2]
 
 
-def _taps_sum(q: jax.Array, c_out: int) -> jax.Array:
+def _taps_sum(q: jax.Array) -> jax.Array:
   """Output phase (ry, rx) at (m, n) sums q[m + oy, n + ox, tap] over its
   four taps: [B, H + 2, W + 2, 16 C] -> [B, 2H, 2W, C]."""
   b, h, w = q.shape[0], q.shape[1] - 2, q.shape[2] - 2
+  c_out = q.shape[3] // 16
   q = q.reshape(b, h + 2, w + 2, 4, 4, c_out)
   phases = [[0, 0], [0, 0]]
   for ty in range(4):
@@ -255,7 +274,7 @@ def _taps_sum(q: jax.Array, c_out: int) -> jax.Array:
       (ry, oy), (rx, ox) = _tap_slot(ty), _tap_slot(tx)
       phases[ry][rx] = phases[ry][rx] + q[:, oy:oy + h, ox:ox + w, ty, tx]
   out = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)
-  return out.reshape(b, 2 * h, 2 * w, c_out)  # [B, H, ry, W, rx, C]
+  return out.reshape(b, 2 * h, 2 * w, c_out)  # from [B, H, ry, W, rx, C]
 
 
 def _taps_sum_adjoint(dy: jax.Array) -> jax.Array:
@@ -271,31 +290,19 @@ def _taps_sum_adjoint(dy: jax.Array) -> jax.Array:
   return jnp.concatenate(parts, axis=-1)
 
 
-@jax.custom_vjp
-def _conv_transpose_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """The transposed convolution as one product of the (padded) input with
-  all sixteen taps (16 C_out values per input pixel: few for a 1- or
-  3-channel image layer), then per output phase a sum of four shifted
-  slices; the backward pass is written out."""
-  return _conv_transpose_taps_fwd(x, kernel)[0]
+def _pad1(x: jax.Array) -> jax.Array:
+  return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
-def _conv_transpose_taps_fwd(x, kernel):
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  return _taps_sum(padded @ _taps_kernel(kernel), kernel.shape[-1]), (
-      padded, kernel)
+def _crop1(x: jax.Array) -> jax.Array:
+  return x[:, 1:-1, 1:-1]
 
 
-def _conv_transpose_taps_bwd(residuals, dy):
-  padded, kernel = residuals
-  dq = _taps_sum_adjoint(dy)  # [B, H + 2, W + 2, 16 C_out]
-  d_taps = jnp.einsum('bhwi,bhwo->io', padded, dq)
-  dx = (dq @ _taps_kernel(kernel).T)[:, 1:-1, 1:-1]
-  return dx, jax.vjp(_taps_kernel, kernel)[1](d_taps)[0]
-
-
-_conv_transpose_taps.defvjp(_conv_transpose_taps_fwd,
-                            _conv_transpose_taps_bwd)
+# The transposed convolution as one product of the padded input with all
+# sixteen taps (16 C_out values per input pixel: few for a 1- or 3-channel
+# image layer), then per output phase a sum of four shifted slices.
+_conv_transpose_taps, _ = _product_form(_pad1, _crop1, _taps_sum,
+                                        _taps_sum_adjoint, _taps_kernel)
 
 
 def conv_transpose_s2(x: jax.Array, kernel: jax.Array,
@@ -335,14 +342,10 @@ def conv_transpose_s2(x: jax.Array, kernel: jax.Array,
                      f'{kernel.shape[0]}x{kernel.shape[1]}')
   if method is None:
     method = 'taps' if 4 * kernel.shape[3] < kernel.shape[2] else 'adjoint'
-  if method == 'adjoint':
-    return _conv_transpose_adjoint(x, kernel)
-  if method == 'phases':
-    return _conv_transpose_phases(x, kernel)
-  if method == 'taps':
-    return _conv_transpose_taps(x, kernel)
-  raise ValueError(f"conv_transpose_s2's method is None, 'adjoint', 'taps' "
-                   f"or 'phases', got {method!r}")
+  return _form('conv_transpose_s2', {'adjoint': _conv_transpose_adjoint,
+                                     'taps': _conv_transpose_taps,
+                                     'phases': _conv_transpose_phases},
+               method)(x, kernel)
 
 
 # tf.layers' default initialisers, as disentanglement_lib trains with.
