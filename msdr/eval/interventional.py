@@ -72,7 +72,8 @@ def _encoder(dataset, representation_fn):
         codes = _encode_jitted(dataset, representation_fn, factors, key,
                                index)
       except TypeError as e:  # tracer conversions, unhashable statics
-        logging.info('interventional metric: encoding eagerly (%s)', e)
+        logging.info('interventional metric: encoding eagerly (%s)',
+                     str(e).splitlines()[0])
         jitted[0] = False
     if codes is None:
       codes = _encode(dataset, representation_fn, factors, key, index)
