@@ -5,8 +5,9 @@
 
 For each convolution of disentanglement_lib's 64x64 encoder and decoder (1
 image channel), the time of one jitted forward + backward pass (gradients of
-sum(r * layer(x)) with respect to the input and the kernel; median of
---reps calls after a warmup call) at --batch_size, computed three ways:
+sum(r * layer(x)) with respect to the input and the kernel; the fastest of
+--reps calls after a warmup call, as other jobs on a shared machine only
+ever add time) at --batch_size, computed these ways:
   * msdr: the layer as `msdr.models.networks` computes it in the model on
     this platform (`ConvS2` / `ConvTransposeS2`; their docstrings say which
     formulation each layer takes);
@@ -35,7 +36,7 @@ import results_io  # benchmarks/results_io.py
 from msdr.models import networks
 
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Batch size.')
-_REPS = flags.DEFINE_integer('reps', 20, 'Timed calls per row (median).')
+_REPS = flags.DEFINE_integer('reps', 20, 'Timed calls per row (fastest).')
 _NOTORCH = flags.DEFINE_bool('notorch', False, 'Skip the PyTorch column.')
 _OUT = flags.DEFINE_string('out', None, 'JSON path (default: '
                            'benchmarks/results/layers-<platform>.json).')
@@ -70,20 +71,20 @@ def _lax(transposed: bool):
       x, k, (2, 2), 'SAME', dimension_numbers=_DIMS)
 
 
-def _median_ms(fn, args, reps: int) -> float:
+def _fastest_ms(fn, args, reps: int) -> float:
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(reps):
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
-  return float(np.median(times) * 1e3)
+  return float(np.min(times) * 1e3)
 
 
 def time_jax(layer, x, k, r, reps: int) -> float:
   grad = jax.jit(jax.grad(lambda a, w: jnp.sum(r * layer(a, w)),
                           argnums=(0, 1)))
-  return _median_ms(grad, (x, k), reps)
+  return _fastest_ms(grad, (x, k), reps)
 
 
 def time_torch(torch, transposed, x, k, r, reps: int) -> float:
@@ -112,7 +113,7 @@ def time_torch(torch, transposed, x, k, r, reps: int) -> float:
     start = time.perf_counter()
     step()
     times.append(time.perf_counter() - start)
-  return float(np.median(times) * 1e3)
+  return float(np.min(times) * 1e3)
 
 
 def main(argv):
@@ -156,7 +157,7 @@ def main(argv):
       'torch': getattr(torch, '__version__', None), 'batch_size': b,
       'reps': reps, 'rows': rows}
   print(f'\nmachine: {report["machine"]}, batch {b}, forward + backward, '
-        f'ms (median of {reps})')
+        f'ms (fastest of {reps})')
   print('| layer | msdr | other forms | lax | torch eager |')
   print('|---|---:|---|---:|---:|')
   for row in rows:

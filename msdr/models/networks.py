@@ -190,7 +190,7 @@ def conv_s2(x: jax.Array, kernel: jax.Array,
       slices of it, with a written-out backward pass.
   The default (None) takes the one moving fewer values: 'shifted' when
   4 C_in > C_out. On the 2-core CPU the 32x32x32 -> 32 encoder layer at batch
-  64 took 13.7 ms forward + backward as 'shifted' against 56.8 ms as
+  64 took 14.6 ms forward + backward as 'shifted' against 53.5 ms as
   'patches' (`benchmarks/layers.py`, README "Stage-1 train step").
 
   Args:
@@ -298,11 +298,17 @@ def _crop1(x: jax.Array) -> jax.Array:
   return x[:, 1:-1, 1:-1]
 
 
-# The transposed convolution as one product of the padded input with all
-# sixteen taps (16 C_out values per input pixel: few for a 1- or 3-channel
-# image layer), then per output phase a sum of four shifted slices.
-_conv_transpose_taps, _ = _product_form(_pad1, _crop1, _taps_sum,
-                                        _taps_sum_adjoint, _taps_kernel)
+def _identity(x: jax.Array) -> jax.Array:
+  return x
+
+
+# The transposed convolution as one product of the input with all sixteen
+# taps (16 C_out values per input pixel: few for a 1- or 3-channel image
+# layer), padded by one pixel (the product, which has fewer channels than the
+# input here), then per output phase a sum of four shifted slices.
+_conv_transpose_taps, _ = _product_form(
+    _identity, _identity, lambda q: _taps_sum(_pad1(q)),
+    lambda dy: _crop1(_taps_sum_adjoint(dy)), _taps_kernel)
 
 
 def conv_transpose_s2(x: jax.Array, kernel: jax.Array,
@@ -315,16 +321,18 @@ def conv_transpose_s2(x: jax.Array, kernel: jax.Array,
       swapped, computed as the adjoint of `conv_s2`'s 'shifted' form (one
       matmul, 4 C_in values per input pixel), with that convolution's
       forward pass as its backward pass;
-    * 'taps': one matmul of the padded input with all sixteen taps (16 C_out
-      values per input pixel), then per output phase a sum of four shifted
-      slices, with a written-out backward pass;
+    * 'taps': one matmul of the input with all sixteen taps (16 C_out values
+      per input pixel), padded by one pixel, then per output phase a sum of
+      four shifted slices, with a written-out backward pass;
     * 'phases': sub-pixel convolution, one matmul of 2x2 input patches per
       output phase (16 C_in values per input pixel), differentiated by JAX.
   The default (None) moves the fewest values: 'taps' when 4 C_out < C_in
   (the image layer), else 'adjoint'. On the 2-core CPU at batch 64, forward
-  + backward: the 16x16x32 -> 32 decoder layer took 10.6 ms as 'adjoint',
-  42.3 ms as 'phases'; the 32x32x32 -> 1 image layer about 10 ms as 'taps'
-  or XLA's own, 55.8 as 'adjoint' (`benchmarks/layers.py`, README
+  + backward: the 16x16x32 -> 32 decoder layer took 10.7 ms as 'adjoint',
+  35.5 ms as 'phases'; the 32x32x32 -> 1 image layer 3.3 ms as 'taps', 6.4
+  as XLA's own, 52.7 as 'adjoint'. 'taps' alone is as fast as 'adjoint' or
+  faster for the other layers too, but made the whole stage-1 step slower
+  (`benchmarks/layers.py`, README
   "Stage-1 train step").
 
   Args:
