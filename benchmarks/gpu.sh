@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU rows of the README's train, layer and data benchmarks, in one command for a
-# lent accelerator (about 7 minutes on the 2-core CPU; needs JAX, Flax, Optax and,
+# lent accelerator (4.8 minutes on the 2-core CPU; needs JAX, Flax, Optax and,
 # for the side-by-side rows, PyTorch; not ml-collections or
 # tensorflow-datasets). Run from the repository root:
 #   bash benchmarks/gpu.sh [OUT_DIR]    (default: $OUT, else benchmarks/results)

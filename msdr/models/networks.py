@@ -65,10 +65,20 @@ def depth_to_space(x: jax.Array) -> jax.Array:
   return x.reshape(b, 2 * h, 2 * w, c4 // 4)
 
 
+def _pad1(x: jax.Array) -> jax.Array:
+  """One zero pixel on each side of [B, H, W, C] (TF 'SAME' for a 4x4
+  stride-2 window on an even side)."""
+  return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+
+def _crop1(x: jax.Array) -> jax.Array:
+  """The adjoint of `_pad1`: the border pixel cut."""
+  return x[:, 1:-1, 1:-1]
+
+
 def _padded_blocks(x: jax.Array) -> jax.Array:
-  """TF 'SAME' padding of a 4x4 stride-2 window (one pixel per side), then
-  space-to-depth: [B, 2H, 2W, C] -> [B, H + 1, W + 1, 4C]."""
-  return space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
+  """`_pad1`, then space-to-depth: [B, 2H, 2W, C] -> [B, H + 1, W + 1, 4C]."""
+  return space_to_depth(_pad1(x))
 
 
 def _block_kernel(kernel: jax.Array) -> jax.Array:
@@ -144,7 +154,7 @@ def _product_form(inputs, inputs_adjoint, outputs, outputs_adjoint,
 
 def _crop_blocks(d_blocks: jax.Array) -> jax.Array:
   """The adjoint of `_padded_blocks`: depth-to-space, then the padding cut."""
-  return depth_to_space(d_blocks)[:, 1:-1, 1:-1]
+  return _crop1(depth_to_space(d_blocks))
 
 
 # The 4x4 stride-2 convolution as one product of the input's 2x2 blocks with
@@ -218,7 +228,7 @@ def _conv_transpose_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   of 2x2 input patches with four of the sixteen taps; the phases interleave
   by depth-to-space."""
   b, h, w, c_in = x.shape
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  padded = _pad1(x)
   rows = []
   for ry in (0, 1):
     cols = []
@@ -288,14 +298,6 @@ def _taps_sum_adjoint(dy: jax.Array) -> jax.Array:
       parts.append(jnp.pad(dy[:, :, ry, :, rx],
                            ((0, 0), (oy, 2 - oy), (ox, 2 - ox), (0, 0))))
   return jnp.concatenate(parts, axis=-1)
-
-
-def _pad1(x: jax.Array) -> jax.Array:
-  return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-
-
-def _crop1(x: jax.Array) -> jax.Array:
-  return x[:, 1:-1, 1:-1]
 
 
 def _identity(x: jax.Array) -> jax.Array:
