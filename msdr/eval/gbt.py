@@ -64,26 +64,67 @@ FEATURE_THRESHOLD = 1e-7
 _TWO_53 = float(2.0**53)
 
 
+_COMBINE = {'sum': (jax.lax.add, 0.0), 'max': (jax.lax.max, -jnp.inf),
+            'min': (jax.lax.min, jnp.inf)}
+
+
+def _reduce(operands, kinds):
+  """One pass over the last axis for several float32 [T, N] operands, each
+  summed, maximised or minimised (`kinds`). XLA's CPU compiler fuses the
+  operands' producers into one variadic reduction; separate reductions
+  would each first materialise their masked input."""
+  combine = [_COMBINE[kind][0] for kind in kinds]
+  return jax.lax.reduce(
+      operands, [jnp.float32(_COMBINE[kind][1]) for kind in kinds],
+      lambda a, b: [f(x, y) for f, x, y in zip(combine, a, b)],
+      (operands[0].ndim - 1,))
+
+
+def _pick(index, table):
+  """table[t, index[t, n]] for a small table [T, M], by a chain of selects
+  (index in 0..M-1; an XLA gather per sample is several times slower)."""
+  out = jnp.broadcast_to(table[:, :1], index.shape)
+  for m in range(1, table.shape[1]):
+    out = jnp.where(index == m, table[:, m:m + 1], out)
+  return out
+
+
+def _pick_rows(feat, rows):
+  """rows[feat[t, n], n] for a small [K, N] table, by a chain of selects."""
+  out = jnp.broadcast_to(rows[:1], feat.shape)
+  for k in range(1, rows.shape[0]):
+    out = jnp.where(feat == k, rows[k:k + 1], out)
+  return out
+
+
 def _node_stats(r, node, num_nodes):
   """[T, M] sample counts, and whether the node's residuals vary.
 
   sklearn makes a node a leaf when its impurity (the variance of r) is at most
   machine epsilon; in float32 that is residuals that are all equal.
   """
-  member = node[:, None, :] == jnp.arange(num_nodes)[None, :, None]
-  rr = r[:, None, :]
-  count = member.sum(axis=-1).astype(jnp.float32)
-  varies = (jnp.where(member, rr, -jnp.inf).max(axis=-1) >
-            jnp.where(member, rr, jnp.inf).min(axis=-1))
+  operands, kinds = [], []
+  for m in range(num_nodes):
+    member = node == m
+    operands += [member.astype(jnp.float32), jnp.where(member, r, -jnp.inf),
+                 jnp.where(member, r, jnp.inf)]
+    kinds += ['sum', 'max', 'min']
+  out = _reduce(operands, kinds)
+  count = jnp.stack(out[0::3], axis=1)
+  varies = jnp.stack(out[1::3], axis=1) > jnp.stack(out[2::3], axis=1)
   return count, varies
 
 
 def _thresholds(node, right, value, split, num_nodes):
   """[T, M] midpoints between the last left and first right value."""
-  member = node[:, None, :] == jnp.arange(num_nodes)[None, :, None]
-  right, value = right[:, None, :], value[:, None, :]
-  lo = jnp.where(member & ~right, value, -jnp.inf).max(axis=-1)
-  hi = jnp.where(member & right, value, jnp.inf).min(axis=-1)
+  operands, kinds = [], []
+  for m in range(num_nodes):
+    member = node == m
+    operands += [jnp.where(member & ~right, value, -jnp.inf),
+                 jnp.where(member & right, value, jnp.inf)]
+    kinds += ['max', 'min']
+  out = _reduce(operands, kinds)
+  lo, hi = jnp.stack(out[0::2], axis=1), jnp.stack(out[1::2], axis=1)
   mid = lo / 2 + hi / 2  # sklearn: x_l / 2 + x_r / 2, x_l if that rounds up
   return jnp.where(split, jnp.where(mid >= hi, lo, mid), jnp.inf)
 
@@ -114,7 +155,6 @@ def _grow_trees(r, sorted_index, valid, rank, x):
   node = jnp.zeros((t, n + 1), jnp.int32).at[:, n].set(-1)
   active = jnp.ones((t, 1), bool)
   importance = jnp.zeros((t, k), jnp.float32)
-  columns = jnp.arange(n)[None, :]
   r = r[:, :n]
   feats, thresholds, stats = [], [], None
   for depth in range(MAX_DEPTH):
@@ -129,12 +169,11 @@ def _grow_trees(r, sorted_index, valid, rank, x):
         'tm,tmk->tk', jnp.where(split, gain / jnp.maximum(count, 1.0), 0.0),
         jax.nn.one_hot(feat, k, dtype=jnp.float32))
     sample_node = node[:, :n]
-    feat_s = jnp.take_along_axis(feat, sample_node, axis=1)  # [T, N]
-    right = (rank[feat_s, columns] > jnp.take_along_axis(
-        pos, sample_node, axis=1)) & jnp.take_along_axis(
-            split, sample_node, axis=1)
-    thresholds.append(_thresholds(sample_node, right, x[feat_s, columns],
-                                  split, num_nodes))
+    feat_s = _pick(sample_node, feat)  # [T, N]
+    right = ((_pick_rows(feat_s, rank) > _pick(sample_node, pos)) &
+             _pick(sample_node, split))
+    thresholds.append(_thresholds(sample_node, right,
+                                  _pick_rows(feat_s, x), split, num_nodes))
     feats.append(feat)
     node = node.at[:, :n].set(2 * sample_node + right)
     active = jnp.repeat(split, 2, axis=1)
@@ -144,10 +183,9 @@ def _grow_trees(r, sorted_index, valid, rank, x):
 def _descend(x, feats, thresholds):
   """[T, Nt] leaf of each sample of x [K, Nt] in each tree, by thresholds."""
   node = jnp.zeros((feats[0].shape[0], x.shape[1]), jnp.int32)
-  columns = jnp.arange(x.shape[1])[None, :]
   for feat, threshold in zip(feats, thresholds):
-    value = x[jnp.take_along_axis(feat, node, axis=1), columns]
-    node = 2 * node + (value > jnp.take_along_axis(threshold, node, axis=1))
+    value = _pick_rows(_pick(node, feat), x)
+    node = 2 * node + (value > _pick(node, threshold))
   return node
 
 
@@ -156,46 +194,51 @@ def _round53(v):
   return jnp.round(v * _TWO_53) * (1.0 / _TWO_53)
 
 
-def _gradients(raw, y, pad_index, tree_index, multiclass):
+def _gradients(raw, y, classes):
   """Negative gradient r and hessian p (1 - p) as sklearn computes them.
 
   Args:
     raw: [T, N] raw scores.
     y: [T, N] bool, whether the sample has the tree's class.
-    pad_index: int [G, C] rows of [raw; 0; -inf] forming each factor's
-      softmax (a two-class factor is softmax([0, raw])).
-    tree_index: int [T] each tree's entry in the flattened [G * C] layout.
-    multiclass: bool [T, 1].
+    classes: (static) each factor's class count, in tree order: a factor of
+      C > 2 classes has C consecutive trees (softmax over them), a two-class
+      factor one tree (for its second class; softmax([0, raw])).
 
   Returns:
     (r, h), each [T, N].
   """
-  n = raw.shape[1]
-  ext = jnp.concatenate(
-      [raw, jnp.zeros((1, n)), jnp.full((1, n), -jnp.inf)], axis=0)
-  z = ext[pad_index]  # [G, C, N]
-  is_top = jnp.arange(z.shape[1])[:, None] == jnp.argmax(z, axis=1)[:, None]
-  e = jnp.exp(z - jnp.max(z, axis=1, keepdims=True))
-  total = e.sum(axis=1, keepdims=True)
-  p = e / total
-  # 1 - p without cancellation: the top class's is the sum of the others'.
-  q = jnp.where(is_top,
-                jnp.where(is_top, 0.0, e).sum(axis=1, keepdims=True) / total,
-                1.0 - p)
-  p = p.reshape(-1, n)[tree_index]
-  q = q.reshape(-1, n)[tree_index]
-  big = p >= 0.5
-  q53 = _round53(q)
-  # sklearn: r = y - p in float64 (multinomial; the binomial r is exact) and
-  # the hessian uses prob = y - r, so the smaller of p, 1 - p is rounded.
-  r = jnp.where(y, jnp.where(big & multiclass, q53, q), -p)
-  h = jnp.where(big, p * q53, jnp.where(y, _round53(p) * q, p * q))
-  return r, h
+  r, h = [], []
+  first = 0
+  for c in classes:
+    trees = 1 if c == 2 else c
+    z = raw[first:first + trees]
+    y_c = y[first:first + trees]
+    first += trees
+    if c == 2:
+      z = jnp.concatenate([jnp.zeros_like(z), z])
+    top_z = z.max(axis=0, keepdims=True)
+    top = z == top_z
+    e = jnp.exp(z - top_z)
+    total = e.sum(axis=0, keepdims=True)
+    # 1 - p without cancellation for a top class: the sum of the others' e
+    # (each other top class has e = 1).
+    others = (jnp.where(top, 0.0, e).sum(axis=0, keepdims=True) +
+              top.sum(axis=0, keepdims=True).astype(jnp.float32) - 1.0)
+    p = e / total
+    q = jnp.where(top, others / total, 1.0 - p)
+    p, q = p[-trees:], q[-trees:]
+    big = p >= 0.5
+    q53 = _round53(q)
+    # sklearn: r = y - p in float64 (multinomial; the binomial r is exact) and
+    # the hessian uses prob = y - r, so the smaller of p, 1 - p is rounded.
+    r.append(jnp.where(y_c, jnp.where(big & (c > 2), q53, q), -p))
+    h.append(jnp.where(big, p * q53, jnp.where(y_c, _round53(p) * q, p * q)))
+  return jnp.concatenate(r), jnp.concatenate(h)
 
 
-@functools.partial(jax.jit, static_argnames=('trees_per_chunk',))
-def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, pad_index,
-           tree_index, multiclass, scale, num_rounds, trees_per_chunk):
+@functools.partial(jax.jit, static_argnames=('classes', 'trees_per_chunk'))
+def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
+           num_rounds, classes, trees_per_chunk):
   """num_rounds (traced) rounds of boosting of T one-class trees at once.
 
   The trees of a round are grown `trees_per_chunk` at a time, so that the
@@ -221,23 +264,22 @@ def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, pad_index,
 
   def one_round(_, carry):
     raw, raw_test, importance = carry
-    r, h = _gradients(raw, y, pad_index, tree_index, multiclass)
+    r, h = _gradients(raw, y, classes)
     leaf, feats, thresholds, gain = jax.tree.map(
         unchunked, jax.lax.map(grow_chunk, chunked(
             jnp.pad(r, [(0, 0), (0, 1)]))))
-    numerator, denominator = [], []
+    operands = []
     for l in range(2**MAX_DEPTH):
       member = leaf == l
-      numerator.append(jnp.where(member, r, 0.0).sum(axis=-1))
-      denominator.append(jnp.where(member, h, 0.0).sum(axis=-1))
-    numerator = jnp.stack(numerator, axis=1)
-    denominator = jnp.stack(denominator, axis=1)
+      operands += [jnp.where(member, r, 0.0), jnp.where(member, h, 0.0)]
+    sums = _reduce(operands, ['sum'] * len(operands))
+    numerator = jnp.stack(sums[0::2], axis=1)
+    denominator = jnp.stack(sums[1::2], axis=1)
     value = LEARNING_RATE * scale[:, None] * jnp.where(
         denominator > 0.0,
         numerator / jnp.where(denominator > 0.0, denominator, 1.0), 0.0)
     leaf_test = _descend(x_test, feats, thresholds)
-    return (raw + jnp.take_along_axis(value, leaf, axis=1),
-            raw_test + jnp.take_along_axis(value, leaf_test, axis=1),
+    return (raw + _pick(leaf, value), raw_test + _pick(leaf_test, value),
             importance + gain)
 
   init = (jnp.broadcast_to(init_raw[:, None], (t, n)),
@@ -296,44 +338,31 @@ def _boost_factors(boosted, columns, codes_test, num_rounds):
   """
   codes_train, rank, sorted_index, valid = columns
   n = codes_train.shape[0]
-  num_classes = max(c for c, _ in boosted)
   # Tree t is class c of boosted factor g; a two-class factor has a single
   # tree (for its second class), whose softmax row is [0, raw].
-  ys, init_raw, tree_index, multiclass, scale, trees_of = [], [], [], [], [], []
-  pad_index = np.full((len(boosted), num_classes), -1, np.int64)
-  for g, (c, labels) in enumerate(boosted):
+  ys, init_raw, scale, trees_of = [], [], [], []
+  for c, labels in boosted:
     prior = np.bincount(labels, minlength=c) / n
     first = len(ys)
     if c == 2:
       ys.append(labels == 1)
       init_raw.append(np.log(prior[1] / prior[0]))
-      tree_index.append(g * num_classes + 1)
-      multiclass.append(False)
       scale.append(1.0)
-      pad_index[g, :2] = (-2, first)
     else:
       for cls in range(c):
         ys.append(labels == cls)
         init_raw.append(np.log(prior[cls]))
-        tree_index.append(g * num_classes + cls)
-        multiclass.append(True)
         scale.append((c - 1) / c)
-        pad_index[g, cls] = first + cls
     trees_of.append(slice(first, len(ys)))
   num_trees = len(ys)
-  # Rows num_trees and num_trees + 1 of the softmax input are 0 and -inf.
-  pad_index = np.where(pad_index == -2, num_trees,
-                       np.where(pad_index == -1, num_trees + 1, pad_index))
   raw, raw_test, gain = jax.device_get(_boost(
       jnp.asarray(codes_train.T), jnp.asarray(codes_test.T),
       jnp.asarray(rank), jnp.asarray(sorted_index), jnp.asarray(valid),
       jnp.asarray(np.stack(ys)),
       jnp.asarray(np.asarray(init_raw, np.float32)),
-      jnp.asarray(pad_index.astype(np.int32)),
-      jnp.asarray(np.asarray(tree_index, np.int32)),
-      jnp.asarray(np.asarray(multiclass)[:, None]),
       jnp.asarray(np.asarray(scale, np.float32)),
       jnp.asarray(num_rounds, jnp.int32),
+      classes=tuple(c for c, _ in boosted),
       trees_per_chunk=_trees_per_chunk(n, codes_train.shape[1], num_trees)))
   return [(np.asarray(raw[t], np.float64), np.asarray(raw_test[t], np.float64),
            np.asarray(gain[t], np.float64)) for t in trees_of]
