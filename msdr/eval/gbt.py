@@ -97,39 +97,28 @@ def _pick_rows(feat, rows):
   return out
 
 
-def _node_stats(r, node, num_nodes):
-  """[T, M] sample counts, and whether the node's residuals vary.
-
-  sklearn makes a node a leaf when its impurity (the variance of r) is at most
-  machine epsilon; in float32 that is residuals that are all equal.
-  """
-  operands, kinds = [], []
+def _varies(r, node, num_nodes):
+  """[M, T] whether node m's residuals are not all equal. sklearn makes a
+  node a leaf when its impurity (the variance of r) is at most machine
+  epsilon; in float32 that is residuals that are all equal."""
+  operands = []
   for m in range(num_nodes):
     member = node == m
-    operands += [member.astype(jnp.float32), jnp.where(member, r, -jnp.inf),
-                 jnp.where(member, r, jnp.inf)]
-    kinds += ['sum', 'max', 'min']
-  out = _reduce(operands, kinds)
-  count = jnp.stack(out[0::3], axis=1)
-  varies = jnp.stack(out[1::3], axis=1) > jnp.stack(out[2::3], axis=1)
-  return count, varies
+    operands += [jnp.where(member, r, -jnp.inf), jnp.where(member, r, jnp.inf)]
+  out = _reduce(operands, ['max', 'min'] * num_nodes)
+  return jnp.stack(out[0::2]) > jnp.stack(out[1::2])
 
 
-def _thresholds(node, right, value, split, num_nodes):
+def _thresholds(sorted_x, feat, last_left, first_right, split):
   """[T, M] midpoints between the last left and first right value."""
-  operands, kinds = [], []
-  for m in range(num_nodes):
-    member = node == m
-    operands += [jnp.where(member & ~right, value, -jnp.inf),
-                 jnp.where(member & right, value, jnp.inf)]
-    kinds += ['max', 'min']
-  out = _reduce(operands, kinds)
-  lo, hi = jnp.stack(out[0::2], axis=1), jnp.stack(out[1::2], axis=1)
+  block = sorted_x.shape[1]
+  value = lambda p: sorted_x[feat, p % block, p // block]
+  lo, hi = value(last_left), value(first_right)
   mid = lo / 2 + hi / 2  # sklearn: x_l / 2 + x_r / 2, x_l if that rounds up
   return jnp.where(split, jnp.where(mid >= hi, lo, mid), jnp.inf)
 
 
-def _grow_trees(r, sorted_index, valid, rank, x):
+def _grow_trees(r, sorted_index, valid, rank, sorted_x):
   """Grows one depth-3 regression tree per row of r.
 
   Args:
@@ -138,7 +127,7 @@ def _grow_trees(r, sorted_index, valid, rank, x):
       feature (N past the end).
     valid: bool [K, B, NB] whether a split may fall after that position.
     rank: int [K, N] sorted position of each sample in each feature.
-    x: [K, N] train codes.
+    sorted_x: [K, B, NB] train codes in that layout (inf past the end).
 
   Returns:
     (leaf [T, N] in 0..7, feats and thresholds: per level [T, M] arrays,
@@ -153,30 +142,31 @@ def _grow_trees(r, sorted_index, valid, rank, x):
       mode='promise_in_bounds')
   rs = to_sorted(r)
   node = jnp.zeros((t, n + 1), jnp.int32).at[:, n].set(-1)
-  active = jnp.ones((t, 1), bool)
+  active = jnp.ones((1, t), bool)  # [M, T]: the node's parent split
   importance = jnp.zeros((t, k), jnp.float32)
-  r = r[:, :n]
   feats, thresholds, stats = [], [], None
   for depth in range(MAX_DEPTH):
-    num_nodes = 2**depth
-    count, varies = _node_stats(r, node[:, :n], num_nodes)
-    splittable = active & (count >= 2) & varies  # [T, M]
-    found, stats = gbt_search.search(rs, to_sorted(node), valid, splittable.T,
-                           None if depth == 0 else stats)
-    gain, pos, feat = (v.T for v in found)  # [T, M]
+    sorted_node = to_sorted(node)
+    splittable = active & _varies(r[:, :n], node[:, :n], 2**depth)
+    (gain, pos, feat), stats, c_end = gbt_search.search(
+        rs, sorted_node, valid, splittable, stats)
+    # A node of one sample, or constant on every code, has no finite gain.
     split = splittable & jnp.isfinite(gain)
+    last_left, first_right = gbt_search.bracket(sorted_node, c_end, feat, pos)
+    count = c_end[:, :, 0, -1]
+    threshold = _thresholds(sorted_x, feat, last_left, first_right, split)
+    split, pos, feat, count, threshold = (
+        a.T for a in (split, pos, feat, count, threshold))  # [T, M]
     importance += jnp.einsum(
-        'tm,tmk->tk', jnp.where(split, gain / jnp.maximum(count, 1.0), 0.0),
+        'tm,tmk->tk', jnp.where(split, gain.T / jnp.maximum(count, 1.0), 0.0),
         jax.nn.one_hot(feat, k, dtype=jnp.float32))
-    sample_node = node[:, :n]
-    feat_s = _pick(sample_node, feat)  # [T, N]
-    right = ((_pick_rows(feat_s, rank) > _pick(sample_node, pos)) &
-             _pick(sample_node, split))
-    thresholds.append(_thresholds(sample_node, right,
-                                  _pick_rows(feat_s, x), split, num_nodes))
     feats.append(feat)
+    thresholds.append(threshold)
+    sample_node = node[:, :n]
+    right = ((_pick_rows(_pick(sample_node, feat), rank) >
+              _pick(sample_node, pos)) & _pick(sample_node, split))
     node = node.at[:, :n].set(2 * sample_node + right)
-    active = jnp.repeat(split, 2, axis=1)
+    active = jnp.repeat(split.T, 2, axis=0)
   return node[:, :n], feats, thresholds, importance
 
 
@@ -259,8 +249,11 @@ def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
   def unchunked(a):
     return a.reshape((-1,) + a.shape[2:])[:t]
 
+  padded_x = jnp.concatenate([x, jnp.full((k, 1), jnp.inf, x.dtype)], axis=1)
+  sorted_x = padded_x[jnp.arange(k)[:, None, None], sorted_index]
+
   def grow_chunk(r):
-    return _grow_trees(r, sorted_index, valid, rank, x)
+    return _grow_trees(r, sorted_index, valid, rank, sorted_x)
 
   def one_round(_, carry):
     raw, raw_test, importance = carry

@@ -19,17 +19,19 @@ BLOCK = 32  # positions per block of the blocked prefix sums
 
 
 def _prefix_natural(x: jax.Array) -> jax.Array:
-  """Inclusive prefix sum along the last axis."""
+  """Inclusive prefix sum along the last axis: products with a triangular
+  matrix within groups of BLOCK, then of the group totals (two XLA dots; a
+  chain of adds along the last axis is a small kernel per element)."""
   length = x.shape[-1]
-  if length <= BLOCK:
-    rows = [x[..., 0]]
-    for i in range(1, length):
-      rows.append(rows[-1] + x[..., i])
-    return jnp.stack(rows, axis=-1)
-  pad = -length % BLOCK
-  padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)])
-  blocked = jnp.swapaxes(padded.reshape(x.shape[:-1] + (-1, BLOCK)), -1, -2)
-  out = jnp.swapaxes(_prefix_blocked(blocked), -1, -2)
+  group = min(length, BLOCK)
+  padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, -length % group)])
+  groups = padded.shape[-1] // group
+  triangle = lambda size, k: jnp.triu(jnp.ones((size, size), x.dtype), k)
+  out = jnp.matmul(padded.reshape(x.shape[:-1] + (groups, group)),
+                   triangle(group, 0), precision=jax.lax.Precision.HIGHEST)
+  if groups > 1:
+    out = out + jnp.matmul(out[..., -1], triangle(groups, 1),
+                           precision=jax.lax.Precision.HIGHEST)[..., None]
   return out.reshape(padded.shape)[..., :length]
 
 
@@ -99,7 +101,32 @@ def _best_split(s_left, n_left, valid):
   return best, (j * block + row).astype(jnp.int32), feat.astype(jnp.int32)
 
 
-CANDIDATES = 128  # blocks searched position by position per node
+def _pairwise_sum(terms):
+  """Sum of a list of arrays as a balanced tree of adds (float32 rounding
+  grows with its depth, log2 of the count, not with the count)."""
+  while len(terms) > 1:
+    terms = [a + b for a, b in zip(terms[0::2], terms[1::2])] + (
+        [terms[-1]] if len(terms) % 2 else [])
+  return terms[0]
+
+
+def _block_stats(rs, sorted_node, num_left):
+  """[M', 3, T, K, NB] residual sum, absolute sum and count per block of the
+  left children 0, 2, .., 2 M' - 2, as pairwise sums over the block's B rows
+  (XLA fuses the adds into one pass; a reduction would first materialise
+  the masked residuals)."""
+  rows = [(rs[..., i, :], sorted_node[..., i, :]) for i in range(rs.shape[-2])]
+  stats = []
+  for m in range(num_left):
+    member = [node_i == 2 * m for _, node_i in rows]
+    x = [jnp.where(l, r_i, 0.0) for l, (r_i, _) in zip(member, rows)]
+    stats.append(jnp.stack([
+        _pairwise_sum(x), _pairwise_sum([jnp.abs(v) for v in x]),
+        _pairwise_sum([l.astype(jnp.float32) for l in member])]))
+  return jnp.stack(stats)
+
+
+CANDIDATES = 32  # blocks searched position by position per node and step
 
 
 def _members(sorted_node, num_nodes):
@@ -150,16 +177,14 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
       statistics are its parent's minus its sibling's.
 
   Returns:
-    (([M, T] gain, position, feature), block statistics); gain is -inf where
-    there is no split.
+    (([M, T] gain, position, feature), block statistics, [M, T, K, NB]
+    node sample counts up to each block's end); gain is -inf where there is
+    no split.
   """
   m, t = splittable.shape
   k, block, num_blocks = valid.shape
   num_positions = block * num_blocks
-  left = sorted_node == 2 * jnp.arange(max(m // 2, 1)).reshape(-1, 1, 1, 1, 1)
-  x = rs * left
-  stats = jnp.stack([x.sum(axis=-2), jnp.abs(x).sum(axis=-2),
-                     left.sum(axis=-2).astype(jnp.float32)], axis=1)
+  stats = _block_stats(rs, sorted_node, max(m // 2, 1))
   if parent_stats is not None:  # [M // 2, 3, T, K, NB] -> [M, 3, T, K, NB]
     stats = jnp.stack([stats, parent_stats - stats], axis=1).reshape(
         (m,) + stats.shape[1:])
@@ -187,48 +212,88 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
   bound = jnp.where(inside, numerator / jnp.where(inside, denominator, 1.0),
                     -jnp.inf) * (1.0 + 1e-4)  # slack for float32 rounding
   best_end = end_gain.max(axis=(2, 3))  # [M, T]
-  candidate = (bound >= best_end[:, :, None, None]) & jnp.isfinite(bound)
+  big = jnp.iinfo(jnp.int32).max
+  # The best block end: highest gain, then lowest feature and position.
+  end_key = (jnp.arange(k)[:, None] * num_positions +
+             jnp.arange(num_blocks) * block + block - 1)
+  key_end = jnp.where(end_gain == best_end[:, :, None, None], end_key,
+                      big).min(axis=(2, 3))
+  flat_bound = bound.reshape(m, t, -1)
+  nodes = jnp.arange(m)[:, None, None]
+  trees = jnp.arange(t)[None, :, None]
+  upper = jnp.triu(jnp.ones((block, block), jnp.float32))
+  cumsum = lambda a: jnp.matmul(a, upper, precision=jax.lax.Precision.HIGHEST)
   num_candidates = min(CANDIDATES, k * num_blocks)
-  overflow = (candidate.sum(axis=(2, 3)) > num_candidates).any()
 
-  def pruned(rs, sorted_node, valid, splittable, candidate, bound, end_gain,
-             best_end, s0, c0, s_total, n):
-    big = jnp.iinfo(jnp.int32).max
-    # The best block end: highest gain, then lowest feature and position.
-    end_key = (jnp.arange(k)[:, None] * num_positions +
-               jnp.arange(num_blocks) * block + block - 1)
-    key_end = jnp.where(end_gain == best_end[:, :, None, None], end_key,
-                        big).min(axis=(2, 3))
-    # Every position of the candidate blocks.
-    flat_bound = jnp.where(candidate, bound, -jnp.inf).reshape(m, t, -1)
-    top, index = jax.lax.top_k(flat_bound, num_candidates)  # [M, T, Q]
+  def search_blocks(state):
+    """Searches the Q remaining blocks of highest bound position by
+    position; drops the blocks whose bound falls below the new best."""
+    best, key, remaining = state
+    top, index = jax.lax.top_k(jnp.where(remaining, flat_bound, -jnp.inf),
+                               num_candidates)  # [M, T, Q]
     feat, j = index // num_blocks, index % num_blocks
-    nodes = jnp.arange(m)[:, None, None]
-    trees = jnp.arange(t)[None, :, None]
-    inner_member = sorted_node[trees, feat, :, j] == nodes[..., None]
-    inner_member = inner_member.astype(jnp.float32)  # [M, T, Q, B]
-    upper = jnp.triu(jnp.ones((block, block), jnp.float32))
-    cumsum = lambda a: jnp.matmul(a, upper, precision=jax.lax.Precision.HIGHEST)
+    member = sorted_node[trees, feat, :, j] == nodes[..., None]
+    member = member.astype(jnp.float32)  # [M, T, Q, B]
     at = lambda a: a[nodes, trees, feat, j][..., None]
-    s = at(s0) + cumsum(rs[trees, feat, :, j] * inner_member)
-    c = at(c0) + cumsum(inner_member)
+    s = at(s0) + cumsum(rs[trees, feat, :, j] * member)
+    c = at(c0) + cumsum(member)
     ok = valid[feat, :, j] & jnp.isfinite(top)[..., None]
     totals = lambda a: a[nodes, trees, feat, 0][..., None]
     gain = _split_gain_with_totals(s, c, totals(s_total), totals(n), ok)
-    best_inner = gain.max(axis=(2, 3))
-    key = (feat * num_positions + j * block)[..., None] + jnp.arange(block)
-    key_inner = jnp.where(gain == best_inner[:, :, None, None], key,
-                          big).min(axis=(2, 3))
-    best = jnp.maximum(best_inner, best_end)
-    first = jnp.where(best_inner > best_end, key_inner,
-                      jnp.where(best_end > best_inner, key_end,
-                                jnp.minimum(key_inner, key_end)))
-    first = jnp.where(jnp.isfinite(best), first, 0)
-    return best, first % num_positions, first // num_positions
+    best_q = gain.max(axis=(2, 3))
+    key_q = (feat * num_positions + j * block)[..., None] + jnp.arange(block)
+    key_q = jnp.where(gain == best_q[:, :, None, None], key_q,
+                      big).min(axis=(2, 3))
+    key = jnp.where(best_q > best, key_q,
+                    jnp.where(best > best_q, key, jnp.minimum(key, key_q)))
+    best = jnp.maximum(best, best_q)
+    remaining = remaining.at[nodes, trees, index].set(False)
+    return best, key, remaining & (flat_bound >= best[:, :, None])
 
-  def full(rs, sorted_node, valid, splittable, *_):
-    return full_search(rs, sorted_node, valid, splittable)
+  candidate = (flat_bound >= best_end[:, :, None]) & jnp.isfinite(flat_bound)
+  best, key, _ = jax.lax.while_loop(
+      lambda state: state[2].any(), search_blocks,
+      (best_end, key_end, candidate))
+  key = jnp.where(jnp.isfinite(best), key, 0)
+  return (best, key % num_positions, key // num_positions), stats, c_end
 
-  return jax.lax.cond(overflow, full, pruned, rs, sorted_node, valid,
-                      splittable, candidate, bound, end_gain, best_end, s0, c0,
-                      s_total, n), stats
+
+def _in_block_counts(sorted_node, nodes, trees, feat, block_index):
+  """[M, T, B] running count of node m's samples along one block of feat."""
+  member = sorted_node[trees, feat, :, block_index] == nodes[..., None]
+  return _prefix_natural(member.astype(jnp.float32))
+
+
+def bracket(sorted_node, c_end, feat, pos):
+  """Sorted positions, in feature feat, of node m's last sample at or before
+  pos and of its first sample after it (the values the split falls between).
+
+  Args:
+    sorted_node: int [T, K, B, NB] node of the sample at each position.
+    c_end: [M, T, K, NB] node sample counts up to each block's end (`search`).
+    feat, pos: int [M, T] each node's split.
+
+  Returns:
+    (last_left, first_right) int [M, T] positions; meaningless where the node
+    does not split.
+  """
+  m, t = feat.shape
+  block, num_blocks = sorted_node.shape[-2:]
+  nodes = jnp.arange(m)[:, None]
+  trees = jnp.arange(t)[None, :]
+  counts = c_end[nodes, trees, feat]  # [M, T, NB]
+  before = lambda j: jnp.where(
+      j > 0, jnp.take_along_axis(counts, jnp.maximum(j - 1, 0)[..., None],
+                                 axis=-1)[..., 0], 0.0)
+  j = pos // block
+  in_block = _in_block_counts(sorted_node, nodes, trees, feat, j)
+  num_left = before(j) + jnp.take_along_axis(
+      in_block, (pos % block)[..., None], axis=-1)[..., 0]
+
+  def position(q):  # of the node's q-th sample (1-based) in feat's order
+    j = jnp.minimum((counts < q[..., None]).sum(axis=-1), num_blocks - 1)
+    in_block = _in_block_counts(sorted_node, nodes, trees, feat, j)
+    i = (in_block < (q - before(j))[..., None]).sum(axis=-1)
+    return j * block + jnp.minimum(i, block - 1)
+
+  return position(num_left), position(num_left + 1.0)
