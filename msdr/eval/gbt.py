@@ -141,7 +141,7 @@ def _grow_trees(r, sorted_index, valid, rank, sorted_x):
   to_sorted = lambda a: a.reshape(-1).at[flat_index].get(
       mode='promise_in_bounds')
   rs = to_sorted(r)
-  node = jnp.zeros((t, n + 1), jnp.int32).at[:, n].set(-1)
+  node = jnp.zeros((t, n + 1), jnp.int8).at[:, n].set(-1)
   active = jnp.ones((1, t), bool)  # [M, T]: the node's parent split
   importance = jnp.zeros((t, k), jnp.float32)
   feats, thresholds, stats = [], [], None

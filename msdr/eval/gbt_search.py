@@ -204,13 +204,15 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
   previous_valid = jnp.pad(end_valid[:, :-1], [(0, 0), (1, 0)])
   c_lo = jnp.maximum(c0 + previous_valid, 1.0)
   c_hi = jnp.minimum(c0 + block_count - end_valid, n - 1.0)
-  corner = lambda s, c: jnp.square(n * s - c * s_total)
-  numerator = jnp.maximum(jnp.maximum(corner(lo, c_lo), corner(lo, c_hi)),
-                          jnp.maximum(corner(hi, c_lo), corner(hi, c_hi)))
-  denominator = jnp.minimum(c_lo * (n - c_lo), c_hi * (n - c_hi))
+  # The gain is quasiconvex in (s, c) (a convex function over a positive
+  # concave one: its sublevel sets are convex), so its maximum over the box
+  # [lo, hi] x [c_lo, c_hi] is at a corner.
   inside = valid[:, :-1, :].any(axis=1) & block_ok & (c_lo <= c_hi)
-  bound = jnp.where(inside, numerator / jnp.where(inside, denominator, 1.0),
-                    -jnp.inf) * (1.0 + 1e-4)  # slack for float32 rounding
+  corner = lambda s, c: jnp.square(n * s - c * s_total) / jnp.where(
+      inside, c * (n - c), 1.0)
+  bound = jnp.maximum(jnp.maximum(corner(lo, c_lo), corner(lo, c_hi)),
+                      jnp.maximum(corner(hi, c_lo), corner(hi, c_hi)))
+  bound = jnp.where(inside, bound, -jnp.inf) * (1.0 + 1e-4)  # float32 slack
   best_end = end_gain.max(axis=(2, 3))  # [M, T]
   big = jnp.iinfo(jnp.int32).max
   # The best block end: highest gain, then lowest feature and position.
