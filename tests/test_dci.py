@@ -261,6 +261,43 @@ class DciTest(parameterized.TestCase):
     finally:
       gbt_search.CANDIDATES = old
 
+  def test_prefix_sums(self):
+    rng = np.random.default_rng(13)
+    for length in (1, 5, 32, 33, 313):
+      x = rng.integers(0, 5, size=(3, 2, length)).astype(np.float32)
+      np.testing.assert_array_equal(gbt_search._prefix_natural(x),
+                                    np.cumsum(x, axis=-1))
+    terms = [np.float32(v) for v in rng.integers(0, 9, size=7)]
+    self.assertEqual(gbt_search._pairwise_sum(terms), sum(terms))
+
+  def test_bracket_finds_the_samples_a_split_falls_between(self):
+    rng = np.random.default_rng(12)
+    n, k, t = 200, 3, 5
+    codes = rng.normal(size=(n, k)).astype(np.float32)
+    _, sorted_index, valid = gbt._sort_columns(codes)
+    flat_index = np.arange(t)[:, None, None, None] * (n + 1) + sorted_index
+    to_sorted = lambda a: np.pad(a, [(0, 0), (0, 1)],
+                                 constant_values=-1).reshape(-1)[flat_index]
+    leaf = rng.integers(4, size=(t, n))
+    rs = to_sorted(rng.normal(size=(t, n))).astype(np.float32)
+    search = jax.jit(gbt_search.search)
+    stats = None
+    for depth in range(3):
+      m = 2**depth
+      sorted_node = to_sorted(leaf >> (2 - depth))
+      _, stats, c_end = search(rs, sorted_node, valid, np.ones((m, t), bool),
+                               stats)
+      feat = rng.integers(k, size=(m, t))
+      pos = rng.integers(20, n - 20, size=(m, t))
+      last, first = jax.jit(gbt_search.bracket)(sorted_node, c_end, feat, pos)
+      natural = np.swapaxes(sorted_node, -1, -2).reshape(t, k, -1)
+      for node in range(m):
+        for tree in range(t):
+          where = np.flatnonzero(natural[tree, feat[node, tree]] == node)
+          p = pos[node, tree]
+          self.assertEqual(last[node, tree], where[where <= p].max())
+          self.assertEqual(first[node, tree], where[where > p].min())
+
   def test_scores_from_importance_match_disentanglement_lib(self):
     rng = np.random.default_rng(9)
     for shape in ((5, 3), (2, 4), (6, 1), (1, 3)):

@@ -11,17 +11,22 @@ level, the residuals and the samples' current nodes are gathered into every
 column's sorted order, and the best split of every node of every tree is found
 exactly in two steps:
   1. per block, the node's residual sum, absolute sum and count (summed for
-     left children only; a right child's are its parent's minus its
-     sibling's) and their block-level cumulative sums give the exact gain of
-     the split after each block's last position, and an upper bound on the
-     gain of any split inside the block (the gain is a convex function of the
-     left sum and count over a concave one, and the block confines both);
-  2. only the blocks whose bound reaches the best block-end gain (rarely more
-     than a few dozen of the K N / B) are searched position by position; if
-     some node has more than 128 such blocks the level falls back to full
-     cumulative sums over every position.
+     left children only, as pairwise sums that XLA fuses into one pass; a
+     right child's are its parent's minus its sibling's) and their
+     block-level cumulative sums give the exact gain of the split after each
+     block's last position, and an upper bound on the gain of any split
+     inside the block: the block confines the left sum and count to a box,
+     and the gain, a convex function of them over a positive concave one, is
+     quasiconvex, so its maximum over the box is at a corner;
+  2. the blocks whose bound reaches the best gain found so far are searched
+     position by position, the 32 of highest bound at a time, until no
+     remaining block can beat the best (one step for most nodes, rarely more
+     than three).
 Samples are routed by their rank in the split column (the exact partition);
-test samples by the thresholds. Exact ties between candidate splits, which
+test samples by the thresholds: the midpoint between the values at the
+node's last sample at or before the split position and at its first sample
+after it, both located from the node's block counts and one block's
+positions. Exact ties between candidate splits, which
 sklearn breaks by a random feature order (disentanglement_lib leaves
 random_state=None, so its own scores vary by about 0.005), go to the lowest
 code index, then the lowest threshold. Constant code columns are left out of
