@@ -39,15 +39,15 @@ decision_function exactly (for one of its random feature orders) and 100
 rounds give DCI scores within 0.01 of it.
 
 Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40,
-32 and 32 values (11,300 trees), alone on a 2-core CPU: 8.8-9.3 s warm (15.2 s
-as one program: one XLA CPU program keeps about one core busy, so on a CPU
-the factors of runs this long are split into one group per core, balanced by
-tree count, and boosted concurrently; the extra compiles make the first call
-slower, 34-37 s instead of 26 s; trees of different factors are independent, but a
-group's padding can change float rounding, and so break near-ties, vs one
-program); growing one tree takes about 12 ns per (code, sample), much of it
-per-op overhead. The jit compiles once per group shape (N, K, test N, class
-counts of the group's factors): 10-17 s each at that size.
+32 and 32 values (11,300 trees), alone on a 2-core CPU (2026-11-28): 4.4-4.7 s
+warm, about 8.5 s of CPU time, 7.5 ns per (tree, code, sample). On a CPU the
+factors of runs this long are split into one group per core, balanced by
+tree count, and boosted concurrently, one program each: as one program XLA
+spreads the ops over both cores but at twice the CPU time (10.2 s wall,
+18 s CPU). Trees of different factors are independent, but a group's padding
+can change float rounding, and so break near-ties, vs one program. The jit
+compiles once per group shape (N, K, test N, class counts of the group's
+factors): 8-10 s each at that size, 18-20 s for the first call.
 """
 
 from __future__ import annotations
@@ -380,14 +380,14 @@ def _groups(tree_counts: list[int], workers: int) -> list[list[int]]:
 
 # Boosting work (trees x train samples x kept codes x rounds) from which a CPU
 # boosts groups of factors concurrently: each group is its own program, and
-# its compile (~10 s) is worth it only when the run is long (1.1e9 at the
-# benchmark size: 15.2 s as one program, about 9 s as two).
+# its compile (~8 s) is worth it only when the run is long (1.1e9 at the
+# benchmark size: 10.2 s as one program, 4.4 s as two).
 _CONCURRENT_WORK = 1e9
 
 
 def _workers(work: float) -> int:
   """Concurrent boosting programs: one per core on a CPU for long runs (one
-  XLA CPU program keeps about one core busy), else one."""
+  XLA CPU program uses the cores at half the efficiency), else one."""
   if jax.default_backend() != 'cpu' or work < _CONCURRENT_WORK:
     return 1
   if hasattr(os, 'sched_getaffinity'):
