@@ -218,8 +218,10 @@ class DciTest(parameterized.TestCase):
     np.testing.assert_array_equal(want[0][:, 1], 0.0)
     self.assertEqual((want[1][1], want[2][1]), (1.0, 0.25))
 
-  @parameterized.parameters(32, 1)  # 1: one block per search step
-  def test_pruned_split_search_is_exact(self, candidates):
+  # (1, 8): one block per step, the fallback to a full search at times;
+  # (1, 10**4): one block per step, never a fallback.
+  @parameterized.parameters((32, 8), (1, 8), (1, 10**4))
+  def test_pruned_split_search_is_exact(self, candidates, max_steps):
     rng = np.random.default_rng(11)
     n, k, t = 200, 3, 5
     codes = rng.normal(size=(n, k)).astype(np.float32)
@@ -234,10 +236,10 @@ class DciTest(parameterized.TestCase):
     rs[to_sorted(np.zeros((t, n))) < 0] = 0.0
     leaf = rng.integers(4, size=(t, n))
     stats = None
-    old = gbt_search.CANDIDATES
-    gbt_search.CANDIDATES = candidates
+    old = gbt_search.CANDIDATES, gbt_search.MAX_STEPS
+    gbt_search.CANDIDATES, gbt_search.MAX_STEPS = candidates, max_steps
     try:
-      # A fresh function, so the trace reads the patched CANDIDATES.
+      # A fresh function, so the trace reads the patched constants.
       search = jax.jit(lambda *a: gbt_search.search(*a))  # pylint: disable=unnecessary-lambda
       full_search = jax.jit(gbt_search.full_search)
       for depth in range(3):
@@ -259,7 +261,7 @@ class DciTest(parameterized.TestCase):
           self.assertEqual(in_node[:pos[m, tree] + 1].sum(),
                            in_node[:want[1][m, tree] + 1].sum())
     finally:
-      gbt_search.CANDIDATES = old
+      gbt_search.CANDIDATES, gbt_search.MAX_STEPS = old
 
   def test_prefix_sums(self):
     rng = np.random.default_rng(13)

@@ -21,7 +21,8 @@ exactly in two steps:
   2. the blocks whose bound reaches the best gain found so far are searched
      position by position, the 32 of highest bound at a time, until no
      remaining block can beat the best (one step for most nodes, rarely more
-     than three).
+     than three; after eight, every position of the chunk's level is
+     searched instead, so bounds too loose to prune cost no more than that).
 Samples are routed by their rank in the split column (the exact partition);
 test samples by the thresholds: the midpoint between the values at the
 node's last sample at or before the split position and at its first sample

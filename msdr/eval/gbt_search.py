@@ -6,8 +6,9 @@ of BLOCK positions. Per node, block-level cumulative sums of the residual sum,
 absolute sum and count give the exact gain after each block and a bound on
 any split inside it; the blocks whose bound reaches the best gain found so
 far are searched position by position, CANDIDATES at a time in order of
-bound, until none is left (`full_search`, every position of every block, is
-the reference the tests hold it to). The gain is sklearn's squared-error
+bound, until none is left, or, after MAX_STEPS steps, by `full_search`
+over every position of every block (also the reference the tests hold the
+loop to). The gain is sklearn's squared-error
 (friedman_mse-equivalent) between-children sum of squares. `bracket` then
 finds the samples a split falls between, for its threshold.
 """
@@ -129,6 +130,7 @@ def _block_stats(rs, sorted_node, num_left):
 
 
 CANDIDATES = 32  # blocks searched position by position per node and step
+MAX_STEPS = 8  # steps before a level falls back to `full_search`
 # (8, 16, 24, 48, 64: slower at the benchmark size)
 
 
@@ -169,7 +171,9 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
   block end, the CANDIDATES remaining blocks of highest bound are searched
   position by position, the best is updated, and the blocks whose bound
   falls below it are dropped, until no block remains (a while loop; at the
-  benchmark size 1.05 steps per call in the first rounds, 1.5 in the last).
+  benchmark size 1.05 steps per call in the first rounds, 1.5 in the last,
+  at most 4). If blocks remain after MAX_STEPS steps, every position is
+  searched instead (`full_search`).
 
   Args:
     rs: [T, K, B, NB] residuals in each feature's sorted order.
@@ -256,12 +260,21 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
     remaining = remaining.at[nodes, trees, index].set(False)
     return best, key, remaining & (flat_bound >= best[:, :, None])
 
+  def step(state):
+    return search_blocks(state[:3]) + (state[3] + 1,)
+
   candidate = (flat_bound >= best_end[:, :, None]) & jnp.isfinite(flat_bound)
-  best, key, _ = jax.lax.while_loop(
-      lambda state: state[2].any(), search_blocks,
-      (best_end, key_end, candidate))
+  best, key, remaining, _ = jax.lax.while_loop(
+      lambda state: state[2].any() & (state[3] < MAX_STEPS), step,
+      (best_end, key_end, candidate, 0))
   key = jnp.where(jnp.isfinite(best), key, 0)
-  return (best, key % num_positions, key // num_positions), stats, c_end
+  found = (best, key % num_positions, key // num_positions)
+  # Bounds too loose to prune (e.g. residuals equal but for rounding): every
+  # position of every block instead, so that no level costs more than that.
+  found = jax.lax.cond(
+      remaining.any(), lambda: full_search(rs, sorted_node, valid, splittable),
+      lambda: found)
+  return found, stats, c_end
 
 
 def _in_block_counts(sorted_node, nodes, trees, feat, block_index):
