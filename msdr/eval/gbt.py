@@ -48,7 +48,7 @@ spreads the ops over both cores but at twice the CPU time (10.2 s wall,
 18 s CPU). Trees of different factors are independent, but a group's padding
 can change float rounding, and so break near-ties, vs one program. The jit
 compiles once per group shape (N, K, test N, class counts of the group's
-factors): 8-10 s each at that size, 18-20 s for the first call.
+factors): 10-12 s each at that size, about 23 s for the first call.
 """
 
 from __future__ import annotations
