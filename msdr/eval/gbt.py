@@ -40,8 +40,8 @@ decision_function exactly (for one of its random feature orders) and 100
 rounds give DCI scores within 0.01 of it.
 
 Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40,
-32 and 32 values (11,300 trees), alone on a 2-core CPU (2026-11-28): 4.4-4.7 s
-warm, about 8.5 s of CPU time, 7.5 ns per (tree, code, sample). On a CPU the
+32 and 32 values (11,300 trees), alone on a 2-core CPU (2026-11-28): 4.36-4.71
+s warm in four benchmark runs, about 8.5 s of CPU time, 7.5 ns per (tree, code, sample). On a CPU the
 factors of runs this long are split into one group per core, balanced by
 tree count, and boosted concurrently, one program each: as one program XLA
 spreads the ops over both cores but at twice the CPU time (10.2 s wall,
