@@ -3,13 +3,14 @@ for DCI's importances (`msdr.eval.dci`, whose docstring states what is
 reproduced: log loss, depth-3 regression trees per class, Newton leaves,
 impurity-decrease importances).
 
-The JAX backend grows all the trees of a round (one per class and factor)
-together, a few at a time so the arrays stay in cache, with no sorting inside
-the jit: each code column is sorted once on the host and its positions are laid
-out in blocks of B = 32 ([B, N / B], position j B + i at [i, j]). Per tree
-level, the residuals and the samples' current nodes are gathered into every
-column's sorted order, and the best split of every node of every tree is found
-exactly in two steps:
+The JAX backend (this module: the boosting rounds; `msdr.eval.gbt_tree`: the
+tree growth; `msdr.eval.gbt_search`: the split search) grows all the trees of
+a round (one per class and factor) together, a few at a time so the arrays
+stay in cache, with no sorting inside the jit: each code column is sorted once
+on the host and its positions are laid out in blocks of B = 32 ([B, N / B],
+position j B + i at [i, j]). Per tree level, the residuals and the samples'
+current nodes are gathered into every column's sorted order, and the best
+split of every node of every tree is found exactly in two steps:
   1. per block, the node's residual sum, absolute sum and count (summed for
      left children only, as pairwise sums that XLA fuses into one pass; a
      right child's are its parent's minus its sibling's) and their
@@ -24,31 +25,31 @@ exactly in two steps:
      than three; after eight, every position of the chunk's level is
      searched instead, so bounds too loose to prune cost no more than that).
 Samples are routed by their rank in the split column (the exact partition);
-test samples by the thresholds: the midpoint between the values at the
-node's last sample at or before the split position and at its first sample
-after it, both located from the node's block counts and one block's
-positions. Exact ties between candidate splits, which
-sklearn breaks by a random feature order (disentanglement_lib leaves
-random_state=None, so its own scores vary by about 0.005), go to the lowest
-code index, then the lowest threshold. Constant code columns are left out of
-the search. Arithmetic is float32 (sklearn: float64 gradients and sums),
-which can flip near-ties; where sklearn's float64 rounding decides a gradient
-or hessian (p within ~1e-16 of 0 or 1) it is reproduced. Not reproduced:
-values chained by gaps under 1e-7 are grouped over the whole column here, per
-node in sklearn. In the tests one boosting round gives sklearn's
-decision_function exactly (for one of its random feature orders) and 100
-rounds give DCI scores within 0.01 of it.
+test samples by the thresholds: the midpoint between the values at the node's
+last sample at or before the split position and at its first sample after it,
+both located from the node's block counts and one block's positions. Exact
+ties between candidate splits, which sklearn breaks by a random feature order
+(disentanglement_lib leaves random_state=None, so its own scores vary by about
+0.005), go to the lowest code index, then the lowest threshold. Constant code
+columns are left out of the search. Arithmetic is float32 (sklearn: float64
+gradients and sums), which can flip near-ties; where sklearn's float64
+rounding decides a gradient or hessian (p within ~1e-16 of 0 or 1) it is
+reproduced. Not reproduced: values chained by gaps under 1e-7 are grouped over
+the whole column here, per node in sklearn. In the tests one boosting round
+gives sklearn's decision_function exactly (for one of its random feature
+orders) and 100 rounds give DCI scores within 0.01 of it.
 
-Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40,
-32 and 32 values (11,300 trees), alone on a 2-core CPU (2026-11-28): 4.36-4.71
-s warm in four benchmark runs, about 8.5 s of CPU time, 7.5 ns per (tree, code, sample). On a CPU the
-factors of runs this long are split into one group per core, balanced by
-tree count, and boosted concurrently, one program each: as one program XLA
-spreads the ops over both cores but at twice the CPU time (10.2 s wall,
-18 s CPU). Trees of different factors are independent, but a group's padding
-can change float rounding, and so break near-ties, vs one program. The jit
-compiles once per group shape (N, K, test N, class counts of the group's
-factors): 10-12 s each at that size, about 23 s for the first call.
+Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40, 32
+and 32 values (11,300 trees), alone on a 2-core CPU (2026-11-28): 4.36-4.71 s
+warm in four benchmark runs, about 8.5 s of CPU time, 7.5 ns per (tree, code,
+sample). On a CPU the factors of runs this long are split into one group per
+core, balanced by tree count, and boosted concurrently, one program each: as
+one program XLA spreads the ops over both cores but at twice the CPU time
+(10.2 s wall, 18 s CPU). Trees of different factors are independent, but a
+group's padding can change float rounding, and so break near-ties, vs one
+program. The jit compiles once per group shape (N, K, test N, class counts of
+the group's factors): 10-12 s each at that size, about 23 s for the first
+call.
 """
 
 from __future__ import annotations
@@ -62,127 +63,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from msdr.eval import gbt_search
+from msdr.eval import gbt_tree
 
 NUM_ROUNDS = 100
 LEARNING_RATE = 0.1
-MAX_DEPTH = 3  # the tree growth below is written for depth 3
 FEATURE_THRESHOLD = 1e-7
 _TWO_53 = float(2.0**53)
-
-
-_COMBINE = {'sum': (jax.lax.add, 0.0), 'max': (jax.lax.max, -jnp.inf),
-            'min': (jax.lax.min, jnp.inf)}
-
-
-def _reduce(operands, kinds):
-  """One pass over the last axis for several float32 [T, N] operands, each
-  summed, maximised or minimised (`kinds`). XLA's CPU compiler fuses the
-  operands' producers into one variadic reduction; separate reductions
-  would each first materialise their masked input."""
-  combine = [_COMBINE[kind][0] for kind in kinds]
-  return jax.lax.reduce(
-      operands, [jnp.float32(_COMBINE[kind][1]) for kind in kinds],
-      lambda a, b: [f(x, y) for f, x, y in zip(combine, a, b)],
-      (operands[0].ndim - 1,))
-
-
-def _pick(index, table):
-  """table[t, index[t, n]] for a small table [T, M], by a chain of selects
-  (index in 0..M-1; an XLA gather per sample is several times slower)."""
-  out = jnp.broadcast_to(table[:, :1], index.shape)
-  for m in range(1, table.shape[1]):
-    out = jnp.where(index == m, table[:, m:m + 1], out)
-  return out
-
-
-def _pick_rows(feat, rows):
-  """rows[feat[t, n], n] for a small [K, N] table, by a chain of selects."""
-  out = jnp.broadcast_to(rows[:1], feat.shape)
-  for k in range(1, rows.shape[0]):
-    out = jnp.where(feat == k, rows[k:k + 1], out)
-  return out
-
-
-def _varies(r, node, num_nodes):
-  """[M, T] whether node m's residuals are not all equal. sklearn makes a
-  node a leaf when its impurity (the variance of r) is at most machine
-  epsilon; in float32 that is residuals that are all equal."""
-  operands = []
-  for m in range(num_nodes):
-    member = node == m
-    operands += [jnp.where(member, r, -jnp.inf), jnp.where(member, r, jnp.inf)]
-  out = _reduce(operands, ['max', 'min'] * num_nodes)
-  return jnp.stack(out[0::2]) > jnp.stack(out[1::2])
-
-
-def _thresholds(sorted_x, feat, last_left, first_right, split):
-  """[T, M] midpoints between the last left and first right value."""
-  block = sorted_x.shape[1]
-  value = lambda p: sorted_x[feat, p % block, p // block]
-  lo, hi = value(last_left), value(first_right)
-  mid = lo / 2 + hi / 2  # sklearn: x_l / 2 + x_r / 2, x_l if that rounds up
-  return jnp.where(split, jnp.where(mid >= hi, lo, mid), jnp.inf)
-
-
-def _grow_trees(r, sorted_index, valid, rank, sorted_x):
-  """Grows one depth-3 regression tree per row of r.
-
-  Args:
-    r: [T, N + 1] residuals, one tree per row, with a 0 column appended.
-    sorted_index: int [K, B, NB] sample at sorted position j B + i of each
-      feature (N past the end).
-    valid: bool [K, B, NB] whether a split may fall after that position.
-    rank: int [K, N] sorted position of each sample in each feature.
-    sorted_x: [K, B, NB] train codes in that layout (inf past the end).
-
-  Returns:
-    (leaf [T, N] in 0..7, feats and thresholds: per level [T, M] arrays,
-    importance [T, K] between-children sums of squares).
-  """
-  t, n = r.shape
-  n -= 1
-  k = sorted_index.shape[0]
-  # Gathers from the flattened rows: [T, K, B, NB] with no transposes.
-  flat_index = jnp.arange(t).reshape(t, 1, 1, 1) * (n + 1) + sorted_index
-  to_sorted = lambda a: a.reshape(-1).at[flat_index].get(
-      mode='promise_in_bounds')
-  rs = to_sorted(r)
-  node = jnp.zeros((t, n + 1), jnp.int8).at[:, n].set(-1)
-  active = jnp.ones((1, t), bool)  # [M, T]: the node's parent split
-  importance = jnp.zeros((t, k), jnp.float32)
-  feats, thresholds, stats = [], [], None
-  for depth in range(MAX_DEPTH):
-    sorted_node = to_sorted(node)
-    splittable = active & _varies(r[:, :n], node[:, :n], 2**depth)
-    (gain, pos, feat), stats, c_end = gbt_search.search(
-        rs, sorted_node, valid, splittable, stats)
-    # A node of one sample, or constant on every code, has no finite gain.
-    split = splittable & jnp.isfinite(gain)
-    last_left, first_right = gbt_search.bracket(sorted_node, c_end, feat, pos)
-    count = c_end[:, :, 0, -1]
-    threshold = _thresholds(sorted_x, feat, last_left, first_right, split)
-    split, pos, feat, count, threshold = (
-        a.T for a in (split, pos, feat, count, threshold))  # [T, M]
-    importance += jnp.einsum(
-        'tm,tmk->tk', jnp.where(split, gain.T / jnp.maximum(count, 1.0), 0.0),
-        jax.nn.one_hot(feat, k, dtype=jnp.float32))
-    feats.append(feat)
-    thresholds.append(threshold)
-    sample_node = node[:, :n]
-    right = ((_pick_rows(_pick(sample_node, feat), rank) >
-              _pick(sample_node, pos)) & _pick(sample_node, split))
-    node = node.at[:, :n].set(2 * sample_node + right)
-    active = jnp.repeat(split.T, 2, axis=0)
-  return node[:, :n], feats, thresholds, importance
-
-
-def _descend(x, feats, thresholds):
-  """[T, Nt] leaf of each sample of x [K, Nt] in each tree, by thresholds."""
-  node = jnp.zeros((feats[0].shape[0], x.shape[1]), jnp.int32)
-  for feat, threshold in zip(feats, thresholds):
-    value = _pick_rows(_pick(node, feat), x)
-    node = 2 * node + (value > _pick(node, threshold))
-  return node
 
 
 def _round53(v):
@@ -259,7 +145,7 @@ def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
   sorted_x = padded_x[jnp.arange(k)[:, None, None], sorted_index]
 
   def grow_chunk(r):
-    return _grow_trees(r, sorted_index, valid, rank, sorted_x)
+    return gbt_tree.grow(r, sorted_index, valid, rank, sorted_x)
 
   def one_round(_, carry):
     raw, raw_test, importance = carry
@@ -267,18 +153,13 @@ def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
     leaf, feats, thresholds, gain = jax.tree.map(
         unchunked, jax.lax.map(grow_chunk, chunked(
             jnp.pad(r, [(0, 0), (0, 1)]))))
-    operands = []
-    for l in range(2**MAX_DEPTH):
-      member = leaf == l
-      operands += [jnp.where(member, r, 0.0), jnp.where(member, h, 0.0)]
-    sums = _reduce(operands, ['sum'] * len(operands))
-    numerator = jnp.stack(sums[0::2], axis=1)
-    denominator = jnp.stack(sums[1::2], axis=1)
+    numerator, denominator = gbt_tree.leaf_sums(r, h, leaf)
     value = LEARNING_RATE * scale[:, None] * jnp.where(
         denominator > 0.0,
         numerator / jnp.where(denominator > 0.0, denominator, 1.0), 0.0)
-    leaf_test = _descend(x_test, feats, thresholds)
-    return (raw + _pick(leaf, value), raw_test + _pick(leaf_test, value),
+    leaf_test = gbt_tree.descend(x_test, feats, thresholds)
+    return (raw + gbt_tree.pick(leaf, value),
+            raw_test + gbt_tree.pick(leaf_test, value),
             importance + gain)
 
   init = (jnp.broadcast_to(init_raw[:, None], (t, n)),
@@ -288,7 +169,7 @@ def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
 
 
 def _sort_columns(x: np.ndarray):
-  """Sorted layout (see `_grow_trees`) of float32 codes [N, K].
+  """Sorted layout (see `gbt_tree.grow`) of float32 codes [N, K].
 
   Returns:
     (rank int32 [K, N], sorted_index int32 [K, B, NB], valid bool [K, B, NB]);
