@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -25,3 +27,10 @@ def materialize(*xs: jax.Array) -> tuple[jax.Array, ...]:
                         lambda *v: tuple(jnp.zeros_like(x) for x in v), *values)
   return tuple(jax.lax.platform_dependent(*xs, cpu=on_cpu,
                                           default=lambda *v: v))
+
+
+def cpu_cores() -> int:
+  """Cores this process may run on (the CPU backend's concurrent programs)."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1

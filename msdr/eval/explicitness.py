@@ -13,16 +13,20 @@ absent from it, or a set with one class, has no AUC); ties share ranks.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
-
 from msdr.errors import UserInputError
 from msdr.eval import linear
 
 
 def roc_auc_macro(labels: np.ndarray, scores: np.ndarray,
                   classes: np.ndarray) -> float:
-  """Macro one-vs-rest ROC-AUC of `scores` [N, C] (column c for classes[c])."""
-  ranks = stats.rankdata(scores, axis=0)  # average ranks for ties
+  """Macro one-vs-rest ROC-AUC of `scores` [N, C] (column c for classes[c]).
+
+  A positive's rank among all N scores of its column is the average of the
+  ranks its ties share: (#below + #at-or-below + 1) / 2, from one sort of
+  the contiguous column (an argsort along axis 0 of [N, C] is 5x slower).
+  """
+  columns = np.ascontiguousarray(np.asarray(scores).T)
+  ordered = np.sort(columns, axis=1)
   aucs = []
   for column, label in enumerate(classes):
     positive = labels == label
@@ -30,8 +34,11 @@ def roc_auc_macro(labels: np.ndarray, scores: np.ndarray,
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
       continue
-    aucs.append((ranks[positive, column].sum() - n_pos * (n_pos + 1) / 2.0)
-                / (n_pos * n_neg))
+    values = columns[column, positive]
+    below = np.searchsorted(ordered[column], values, side='left')
+    at_or_below = np.searchsorted(ordered[column], values, side='right')
+    rank_sum = (below.sum() + at_or_below.sum() + n_pos) / 2.0
+    aucs.append((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
   if not aucs:
     raise UserInputError('explicitness needs at least two factor values in '
                          'each scored set')
@@ -62,8 +69,8 @@ def explicitness(codes_train, factors_train, codes_test,
   x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
   y_train, y_test = np.asarray(factors_train), np.asarray(factors_test)
   train, test = [], []
-  for j in range(y_train.shape[1]):
-    model = linear.fit_logistic_regression(x_train, y_train[:, j])
+  models = linear.fit_logistic_regressions(x_train, y_train.T)
+  for j, model in enumerate(models):
     for x, y, out in ((x_train, y_train, train), (x_test, y_test, test)):
       proba = _softmax(model.decision_function(x))
       out.append(roc_auc_macro(y[:, j], proba, model.classes))

@@ -56,12 +56,12 @@ from __future__ import annotations
 
 from concurrent import futures
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from msdr import xla_utils
 from msdr.eval import gbt_search
 from msdr.eval import gbt_tree
 
@@ -272,9 +272,7 @@ def _workers(work: float) -> int:
   XLA CPU program uses the cores at half the efficiency), else one."""
   if jax.default_backend() != 'cpu' or work < _CONCURRENT_WORK:
     return 1
-  if hasattr(os, 'sched_getaffinity'):
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
+  return xla_utils.cpu_cores()
 
 
 def _fit_jax(codes_train, factors_train, codes_test, factors_test, num_rounds,

