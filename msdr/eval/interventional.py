@@ -6,10 +6,13 @@ render observations and look at how the representation moves.
 `msdr.data` dataset); `representation_fn` maps observations [n, ...] to codes
 [n, K] (for a VAE: the posterior means). Observations are rendered and
 encoded `chunk` images at a time, so image memory stays bounded whatever
-`num_train` is (the factors and codes, a few numbers per observation, are
-drawn and kept whole: about 60 MB at the default sizes); when `dataset` and
+`num_train` is (the factors, a few numbers per observation, are drawn
+whole: about 40 MB at the default sizes); each chunk's codes are reduced to
+per-point summaries (batch variances, mean absolute differences) where they
+are computed, in float32, and only those come back. When `dataset` and
 `representation_fn` trace, each chunk is one jitted program, else they run
-eagerly.
+eagerly; chunks are dispatched ahead of the results they wait for, two at
+most.
 
 FactorVAE score (Kim & Mnih 2018, as disentanglement_lib computes it):
   1. global variances: Var (ddof 1) of each code over `num_variance_estimate`
@@ -46,54 +49,89 @@ from msdr.eval import linear
 RepresentationFn = Callable[[jax.Array], jax.Array]
 
 
-def _encode(dataset, representation_fn, factors, key, index):
-  """Codes of the observations of `factors` (chunk `index`'s key)."""
+def _codes(codes, batch_size):
+  del batch_size
+  return codes
+
+
+def _batch_variances(codes, batch_size):
+  """Var (ddof 1) of each code over each batch of rows: [points, K]."""
+  return jnp.var(codes.reshape(-1, batch_size, codes.shape[-1]), axis=1,
+                 ddof=1)
+
+
+def _batch_abs_differences(codes, batch_size):
+  """Rows are the chunk's x1 batches then its x2 batches: the mean over each
+  batch of |code(x1) - code(x2)|, [points, K]."""
+  c1, c2 = jnp.split(codes, 2)
+  return jnp.abs(c1 - c2).reshape(-1, batch_size, codes.shape[-1]).mean(
+      axis=1)
+
+
+def _encode(dataset, representation_fn, summary, batch_size, factors, key,
+            index):
+  """(summary of the codes of `factors` (chunk `index`'s key), number of
+  non-finite codes)."""
   key = jax.random.fold_in(key, index)
-  return representation_fn(dataset.observations_from_factors(
-      jnp.asarray(factors), key))
+  codes = jnp.asarray(representation_fn(dataset.observations_from_factors(
+      jnp.asarray(factors), key)), jnp.float32)
+  if codes.ndim != 2 or codes.shape[0] != factors.shape[0]:
+    raise UserInputError('representation_fn must map n observations to '
+                         f'codes [n, K]; got {codes.shape}')
+  return summary(codes, batch_size), jnp.sum(~jnp.isfinite(codes))
 
 
-_encode_jitted = jax.jit(_encode, static_argnums=(0, 1))
+_encode_jitted = jax.jit(_encode, static_argnums=(0, 1, 2, 3))
 
 
-def _encoder(dataset, representation_fn):
-  """(factors [n, F], key, chunk index) -> codes float64 [n, K], checked.
+def _encoder(dataset, representation_fn, summary=_codes, batch_size=1):
+  """(factors [n, F], key, chunk index) -> (summary(codes [n, K]), number of
+  non-finite codes), as device arrays: chunks are dispatched without waiting,
+  and only the per-point summaries (`_batch_variances`, ...) come back.
 
-  Rendering and encoding run as one jitted program when the dataset and
-  representation_fn trace (every msdr dataset and model does); otherwise
+  Rendering, encoding and summary run as one jitted program when the dataset
+  and representation_fn trace (every msdr dataset and model does); otherwise
   (a NumPy representation_fn, an unhashable dataset) eagerly.
   """
   jitted = [True]
 
   def encode(factors, key, index):
-    codes = None
     if jitted[0]:
       try:
-        codes = _encode_jitted(dataset, representation_fn, factors, key,
-                               index)
+        return _encode_jitted(dataset, representation_fn, summary,
+                              batch_size, factors, key, index)
       except TypeError as e:  # tracer conversions, unhashable statics
         logging.info('interventional metric: encoding eagerly (%s)',
                      str(e).splitlines()[0])
         jitted[0] = False
-    if codes is None:
-      codes = _encode(dataset, representation_fn, factors, key, index)
-    codes = np.asarray(codes, np.float64)
-    if codes.ndim != 2 or codes.shape[0] != factors.shape[0]:
-      raise UserInputError('representation_fn must map n observations to '
-                           f'codes [n, K]; got {codes.shape}')
-    if not np.all(np.isfinite(codes)):
-      raise UserInputError(f'representation_fn returned '
-                           f'{int(np.sum(~np.isfinite(codes)))} non-finite '
-                           'codes')
-    return codes
+    return _encode(dataset, representation_fn, summary, batch_size, factors,
+                   key, index)
 
   return encode
 
 
-def _chunked_codes(encode, factors: np.ndarray, key: jax.Array, rows: int):
-  """Yields the codes of `rows` factor rows at a time."""
-  for i, start in enumerate(range(0, factors.shape[0], rows)):
-    yield encode(factors[start:start + rows], key, i)
+def _row_chunks(factors: np.ndarray, rows: int) -> list[np.ndarray]:
+  return [factors[start:start + rows]
+          for start in range(0, factors.shape[0], rows)]
+
+
+_IN_FLIGHT = 2  # chunks dispatched ahead of the one being waited for
+
+
+def _chunked(encode, chunks: list[np.ndarray], key: jax.Array) -> np.ndarray:
+  """encode's summaries of each chunk of factor rows, concatenated, as
+  float64; non-finite codes are an error. A chunk is dispatched while the
+  previous ones compute, at most `_IN_FLIGHT` ahead (bounded memory)."""
+  out = []
+  for i, factors in enumerate(chunks):
+    out.append(encode(factors, key, i))
+    if i >= _IN_FLIGHT:
+      out[i - _IN_FLIGHT] = jax.device_get(out[i - _IN_FLIGHT])
+  out = jax.device_get(out)
+  bad = sum(int(b) for _, b in out)
+  if bad:
+    raise UserInputError(f'representation_fn returned {bad} non-finite codes')
+  return np.concatenate([np.asarray(v, np.float64) for v, _ in out])
 
 
 def global_variances(dataset, representation_fn: RepresentationFn,
@@ -102,9 +140,9 @@ def global_variances(dataset, representation_fn: RepresentationFn,
   """Var (ddof 1) of every code over `num` random observations, [K]."""
   k_factors, k_obs = jax.random.split(key)
   factors = np.asarray(dataset.sample_factors(k_factors, num))
-  codes = _chunked_codes(_encoder(dataset, representation_fn), factors, k_obs,
-                         chunk)
-  return np.var(np.concatenate(list(codes)), axis=0, ddof=1)
+  codes = _chunked(_encoder(dataset, representation_fn),
+                   _row_chunks(factors, chunk), k_obs)
+  return np.var(codes, axis=0, ddof=1)
 
 
 def _fixed_factor_batches(dataset, key: jax.Array, points: int,
@@ -128,10 +166,9 @@ def _votes(dataset, representation_fn, key, num_points, batch_size,
   index, factors = _fixed_factor_batches(dataset, k_batch, num_points,
                                          batch_size)
   per_chunk = max(1, chunk // batch_size)
-  codes = _chunked_codes(_encoder(dataset, representation_fn), factors, k_obs,
-                         per_chunk * batch_size)
-  codes = np.concatenate(list(codes)).reshape(num_points, batch_size, -1)
-  local = np.var(codes[:, :, active], axis=1, ddof=1)
+  local = _chunked(
+      _encoder(dataset, representation_fn, _batch_variances, batch_size),
+      _row_chunks(factors, per_chunk * batch_size), k_obs)[:, active]
   argmin = np.argmin(local / variances[active], axis=1)
   votes = np.zeros((dataset.num_factors, int(active.sum())), np.int64)
   np.add.at(votes, (index, argmin), 1)
@@ -207,14 +244,12 @@ def _beta_vae_points(dataset, representation_fn, key, num_points, batch_size,
   f2 = np.where(shared, f1, f2)
   # Chunks of whole points, each rendering its x1 then its x2 batches.
   rows = max(1, chunk // (2 * batch_size)) * batch_size
-  encode = _encoder(dataset, representation_fn)
-  features = []
-  for i, start in enumerate(range(0, n, rows)):
-    both = np.concatenate([f1[start:start + rows], f2[start:start + rows]])
-    c1, c2 = np.split(encode(both, k_obs, i), 2)
-    features.append(np.abs(c1 - c2).reshape(-1, batch_size,
-                                            c1.shape[1]).mean(axis=1))
-  return np.concatenate(features), index
+  chunks = [np.concatenate([a, b]) for a, b in zip(_row_chunks(f1, rows),
+                                                   _row_chunks(f2, rows))]
+  features = _chunked(
+      _encoder(dataset, representation_fn, _batch_abs_differences,
+               batch_size), chunks, k_obs)
+  return features, index
 
 
 def beta_vae_score(dataset, representation_fn: RepresentationFn,

@@ -7,7 +7,12 @@ it minimises
   0.5 * ||W||^2 + C * sum_i -log softmax(x_i W + b)[y_i]
 
 (the intercept b is not penalised), here by L-BFGS (optax) with a zoom line
-search until the gradient norm is below `tol` or `max_iter` iterations.
+search, on scikit-learn's scaling of that objective (divided by C N) and
+with the stopping rules of the scipy L-BFGS-B it calls: the largest
+gradient entry at most `tol`, or a relative decrease of the objective at
+most 64 float64 eps (in float32: none), or `max_iter` iterations. At the
+benchmark size this takes 21-100 iterations per factor where scikit-learn
+takes 21-96.
 Classes are the sorted unique labels of `y`, as in scikit-learn; a single
 class predicts itself.
 """
@@ -42,15 +47,20 @@ class LinearClassifier:
     return float(np.mean(self.predict(x) == np.asarray(y)))
 
 
+# scipy's L-BFGS-B as scikit-learn calls it stops once the objective's
+# relative decrease is at most this (scikit-learn: ftol = 64 * float64 eps).
+_FTOL = 64 * float(np.finfo(np.float64).eps)
+
+
 @functools.partial(jax.jit, static_argnames=('num_classes', 'max_iter'))
 def _fit_softmax(x, labels, c, num_classes, max_iter, tol):
-  k = x.shape[1]
+  n, k = x.shape
 
-  def objective(params):
+  def objective(params):  # scikit-learn's scaling: the mean loss
     w, b = params
     logp = jax.nn.log_softmax(x @ w + b)
-    nll = -jnp.sum(jnp.take_along_axis(logp, labels[:, None], axis=1))
-    return 0.5 * jnp.sum(jnp.square(w)) + c * nll
+    nll = -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+    return (0.5 / (c * n)) * jnp.sum(jnp.square(w)) + nll
 
   solver = optax.lbfgs()
   value_and_grad = optax.value_and_grad_from_state(objective)
@@ -58,19 +68,25 @@ def _fit_softmax(x, labels, c, num_classes, max_iter, tol):
             jnp.zeros((num_classes,), x.dtype))
 
   def step(carry):
-    params, state, _ = carry
-    value, grad = value_and_grad(params, state=state)
-    updates, state = solver.update(grad, state, params, value=value,
+    params, state, _, _, value = carry
+    new_value, grad = value_and_grad(params, state=state)
+    updates, state = solver.update(grad, state, params, value=new_value,
                                    grad=grad, value_fn=objective)
-    return optax.apply_updates(params, updates), state, optax.tree.norm(grad)
+    grad_max = jnp.max(jnp.stack([jnp.max(jnp.abs(g))
+                                  for g in jax.tree.leaves(grad)]))
+    return (optax.apply_updates(params, updates), state, grad_max, value,
+            new_value)
 
   def cond(carry):
-    _, state, grad_norm = carry
-    return (optax.tree.get(state, 'count') < max_iter) & (grad_norm > tol)
+    _, state, grad_max, previous, value = carry
+    decrease = (previous - value) > _FTOL * jnp.maximum(
+        jnp.maximum(jnp.abs(previous), jnp.abs(value)), 1.0)
+    return ((optax.tree.get(state, 'count') < max_iter) & (grad_max > tol) &
+            (decrease | jnp.isinf(previous)))
 
-  init = (params, solver.init(params), jnp.asarray(jnp.inf, x.dtype))
-  params, _, _ = jax.lax.while_loop(cond, step, init)
-  return params
+  inf = jnp.asarray(jnp.inf, x.dtype)
+  init = (params, solver.init(params), inf, inf, inf)
+  return jax.lax.while_loop(cond, step, init)[0]
 
 
 def fit_logistic_regression(x, y, c: float = 1.0, max_iter: int = 100,
@@ -82,7 +98,8 @@ def fit_logistic_regression(x, y, c: float = 1.0, max_iter: int = 100,
     y: integer (or any sortable) labels.
     c: inverse L2 strength (scikit-learn's C).
     max_iter: L-BFGS iterations at most (scikit-learn's default 100).
-    tol: stop once the gradient's norm is below this.
+    tol: stop once no gradient entry (of the scaled objective) exceeds
+      this (scikit-learn's tol).
   """
   x = np.asarray(x, np.float32)
   classes, labels = np.unique(np.asarray(y), return_inverse=True)
