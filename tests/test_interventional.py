@@ -139,6 +139,28 @@ class FactorVaeScoreTest(absltest.TestCase):
           num_variance_estimate=8)
 
 
+class SummariesTest(absltest.TestCase):
+
+  def test_per_point_summaries_match_numpy(self):
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(4 * 6, 3)).astype(np.float32)  # 4 batches of 6
+    np.testing.assert_allclose(
+        interventional._batch_variances(jnp.asarray(codes), 6),
+        np.var(codes.astype(np.float64).reshape(4, 6, 3), axis=1, ddof=1),
+        rtol=1e-5)
+    # Rows: the x1 batches of two points, then their x2 batches.
+    c1, c2 = codes[:12].astype(np.float64), codes[12:].astype(np.float64)
+    np.testing.assert_allclose(
+        interventional._batch_abs_differences(jnp.asarray(codes), 6),
+        np.abs(c1 - c2).reshape(2, 6, 3).mean(axis=1), rtol=1e-5)
+
+  def test_non_finite_codes_are_an_error_when_eager_too(self):
+    numpy_nan = lambda x: np.full((x.shape[0], 2), np.nan, np.float32)
+    with self.assertRaisesRegex(UserInputError, '16 non-finite'):
+      interventional.global_variances(DSPRITES, numpy_nan, jax.random.key(0),
+                                      num=8, chunk=4)
+
+
 def reference_beta_vae(seed, batch_size, num_train, num_eval):
   """disentanglement_lib's compute_beta_vae_sklearn in NumPy, point by
   point; returns (train accuracy, eval accuracy)."""

@@ -31,6 +31,14 @@ def reference_logistic_regression(x, y, c=1.0):
   return result.x[:k * m].reshape(k, m), result.x[k * m:], classes
 
 
+def _objective(x, y, w, b):
+  """scikit-learn's scaled objective, float64: the mean loss + |W|^2 / 2N."""
+  z = x @ w + b
+  z = z - z.max(axis=1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+  return (0.5 * np.sum(w * w) - logp[np.arange(len(y)), y].sum()) / len(y)
+
+
 class LogisticRegressionTest(absltest.TestCase):
 
   def test_matches_the_float64_reference(self):
@@ -45,6 +53,39 @@ class LogisticRegressionTest(absltest.TestCase):
     np.testing.assert_allclose(model.bias, b, atol=5e-4)
     want = classes[np.argmax(x @ w + b, axis=1)]
     np.testing.assert_array_equal(model.predict(x), want)
+
+  def test_stops_by_scikit_learns_rules(self):
+    # scikit-learn minimises the objective divided by C N and stops once no
+    # gradient entry exceeds tol: check that in float64 at the returned fit,
+    # on a separable problem whose unregularised optimum is at infinity (so
+    # only the stopping rule ends the run short of max_iter).
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3))
+    y = (x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 0)
+    tol = 1e-3
+    model = linear.fit_logistic_regression(x, y, tol=tol, max_iter=1000)
+    z = x @ model.weights + model.bias
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    n = len(y)
+    grad_w = model.weights / n + x.T @ p / n
+    grad_b = p.sum(axis=0) / n
+    largest = max(np.abs(grad_w).max(), np.abs(grad_b).max())
+    self.assertLess(largest, 1.5 * tol)  # float32 gradients: some slack
+    # A tighter tol runs on and lowers the objective further.
+    tighter = linear.fit_logistic_regression(x, y, tol=1e-6, max_iter=1000)
+    objective = lambda m: _objective(x, y, m.weights, m.bias)
+    self.assertLess(objective(tighter), objective(model))
+
+  def test_concurrent_fits_equal_one_at_a_time(self):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 4))
+    ys = rng.integers(3, size=(3, 200))
+    for got, y in zip(linear.fit_logistic_regressions(x, ys), ys):
+      want = linear.fit_logistic_regression(x, y)
+      np.testing.assert_array_equal(got.weights, want.weights)
+      np.testing.assert_array_equal(got.bias, want.bias)
 
   def test_single_class_predicts_itself(self):
     model = linear.fit_logistic_regression(np.zeros((5, 2)), [3] * 5)
