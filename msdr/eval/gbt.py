@@ -40,16 +40,17 @@ gives sklearn's decision_function exactly (for one of its random feature
 orders) and 100 rounds give DCI scores within 0.01 of it.
 
 Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40, 32
-and 32 values (11,300 trees), alone on a 2-core CPU (2026-11-28): 4.36-4.71 s
-warm in four benchmark runs, about 8.5 s of CPU time, 7.5 ns per (tree, code,
-sample). On a CPU the factors of runs this long are split into one group per
-core, balanced by tree count, and boosted concurrently, one program each: as
-one program XLA spreads the ops over both cores but at twice the CPU time
-(10.2 s wall, 18 s CPU). Trees of different factors are independent, but a
-group's padding can change float rounding, and so break near-ties, vs one
-program. The jit compiles once per group shape (N, K, test N, class counts of
-the group's factors): 10-12 s each at that size, about 23 s for the first
-call.
+and 32 values (11,300 trees), alone on a 2-core CPU (2026-11-28): 3.9-5.6 s
+warm (the machine's speed drifts by that much within an hour), 7.6-8.3 s of
+CPU time, about 7 ns per (tree, code, sample). On a CPU the factors of runs
+this long are split into one group per core, balanced by tree count, and
+boosted concurrently, one program each: as one program XLA spreads the ops
+over both cores but at about 40% more CPU time (20 rounds: 1.16 s wall, 2.0
+s CPU against 0.75 s, 1.44 s). Trees of different factors are independent,
+but a group's padding can change float rounding, and so break near-ties, vs
+one program. The jit compiles once per group shape (N, K, test N, class
+counts of the group's factors): 10-12 s each at that size, 23-29 s for the
+first call.
 """
 
 from __future__ import annotations
