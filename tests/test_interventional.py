@@ -154,6 +154,14 @@ class SummariesTest(absltest.TestCase):
         interventional._batch_abs_differences(jnp.asarray(codes), 6),
         np.abs(c1 - c2).reshape(2, 6, 3).mean(axis=1), rtol=1e-5)
 
+  def test_codes_of_the_wrong_shape_are_an_error(self):
+    for fn in (lambda x: jnp.zeros((x.shape[0],)),  # traced: no code axis
+               lambda x: np.zeros((3, 2), np.float32)):  # eager: wrong rows
+      with self.assertRaisesRegex(UserInputError, r'codes \[n, K\]'):
+        interventional.factor_vae_score(
+            DSPRITES, fn, jax.random.key(0), batch_size=4, num_train=4,
+            num_eval=4, num_variance_estimate=8)
+
   def test_non_finite_codes_are_an_error_when_eager_too(self):
     numpy_nan = lambda x: np.full((x.shape[0], 2), np.nan, np.float32)
     with self.assertRaisesRegex(UserInputError, '16 non-finite'):
