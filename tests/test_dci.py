@@ -16,6 +16,7 @@ from msdr.errors import UserInputError
 from msdr.eval import dci as dci_lib
 from msdr.eval import gbt
 from msdr.eval import gbt_search
+from msdr.eval import gbt_tree
 from msdr.eval import disentanglement as dm
 
 SIZES = (2, 3, 5)  # one two-class factor (a single tree per round)
@@ -271,6 +272,17 @@ class DciTest(parameterized.TestCase):
                                     np.cumsum(x, axis=-1))
     terms = [np.float32(v) for v in rng.integers(0, 9, size=7)]
     self.assertEqual(gbt_search._pairwise_sum(terms), sum(terms))
+
+  def test_folded_reductions(self):
+    rng = np.random.default_rng(14)
+    for length in (1, 7, 10):
+      x = rng.normal(size=(3, length)).astype(np.float32)
+      got = gbt_tree._reduce([x, x], ['max', 'min'], fold=True)
+      np.testing.assert_array_equal(got[0], x.max(axis=1))
+      np.testing.assert_array_equal(got[1], x.min(axis=1))
+      ints = rng.integers(-9, 9, size=(3, length)).astype(np.float32)
+      np.testing.assert_array_equal(
+          gbt_tree._reduce([ints], ['sum'], fold=True)[0], ints.sum(axis=1))
 
   def test_bracket_finds_the_samples_a_split_falls_between(self):
     rng = np.random.default_rng(12)

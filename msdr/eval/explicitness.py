@@ -13,6 +13,7 @@ absent from it, or a set with one class, has no AUC); ties share ranks.
 from __future__ import annotations
 
 import numpy as np
+
 from msdr.errors import UserInputError
 from msdr.eval import linear
 

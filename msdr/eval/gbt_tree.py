@@ -37,11 +37,12 @@ def _reduce(operands, kinds, fold=False):
   identity = [_COMBINE[kind][1] for kind in kinds]
   if fold:
     n = operands[0].shape[-1]
-    pad = [(0, 0)] * (operands[0].ndim - 1) + [(0, n % 2)]
-    operands = [
-        f(x[..., :x.shape[-1] // 2], x[..., x.shape[-1] // 2:])
-        for f, x in ((f, jnp.pad(x, pad, constant_values=e))
-                     for f, x, e in zip(combine, operands, identity))]
+    half = -(-n // 2)
+    pad = [(0, 0)] * (operands[0].ndim - 1) + [(0, 2 * half - n)]
+    padded = [jnp.pad(x, pad, constant_values=e)
+              for x, e in zip(operands, identity)]
+    operands = [f(x[..., :half], x[..., half:])
+                for f, x in zip(combine, padded)]
   return jax.lax.reduce(
       operands, [jnp.float32(e) for e in identity],
       lambda a, b: [f(x, y) for f, x, y in zip(combine, a, b)],

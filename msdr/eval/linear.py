@@ -10,9 +10,9 @@ it minimises
 search, on scikit-learn's scaling of that objective (divided by C N) and
 with the stopping rules of the scipy L-BFGS-B it calls: the largest
 gradient entry at most `tol`, or a relative decrease of the objective at
-most 64 float64 eps (in float32: none), or `max_iter` iterations. At the
-benchmark size this takes 21-100 iterations per factor where scikit-learn
-takes 21-96.
+most 64 float64 eps (in float32: no decrease at all), or `max_iter`
+iterations. At the benchmark size this takes 21-100 iterations per factor
+where scikit-learn takes 21-96.
 Classes are the sorted unique labels of `y`, as in scikit-learn; a single
 class predicts itself.
 """
