@@ -88,24 +88,28 @@ def time_jax(layer, x, k, r, reps: int) -> float:
 
 
 def time_torch(torch, transposed, x, k, r, reps: int) -> float:
-  """torch eager, NCHW, the same padding (1 for 4x4 kernels, 0 for 2x2)."""
-  xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
-  rt = torch.tensor(np.asarray(r).transpose(0, 3, 1, 2))
+  """torch eager, NCHW, the same padding (1 for 4x4 kernels, 0 for 2x2),
+  on the GPU when torch sees one (then synchronised after each call)."""
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  tensor = lambda a, grad=False: torch.tensor(
+      np.ascontiguousarray(a), device=device, requires_grad=grad)
+  xt = tensor(np.asarray(x).transpose(0, 3, 1, 2), True)
+  rt = tensor(np.asarray(r).transpose(0, 3, 1, 2))
   size = k.shape[0]
   pad = 1 if size == 4 else 0
   if transposed:  # torch's [C_in, C_out, kh, kw], flipped taps
-    kt = torch.tensor(np.asarray(k)[::-1, ::-1].transpose(2, 3, 0, 1).copy(),
-                      requires_grad=True)
+    kt = tensor(np.asarray(k)[::-1, ::-1].transpose(2, 3, 0, 1), True)
     fn = lambda: torch.nn.functional.conv_transpose2d(xt, kt, stride=2,
                                                       padding=pad)
   else:  # [C_out, C_in, kh, kw]
-    kt = torch.tensor(np.asarray(k).transpose(3, 2, 0, 1).copy(),
-                      requires_grad=True)
+    kt = tensor(np.asarray(k).transpose(3, 2, 0, 1), True)
     fn = lambda: torch.nn.functional.conv2d(xt, kt, stride=2, padding=pad)
 
   def step():
     xt.grad = kt.grad = None
     (rt * fn()).sum().backward()
+    if device == 'cuda':
+      torch.cuda.synchronize()
 
   step()
   times = []
@@ -114,6 +118,10 @@ def time_torch(torch, transposed, x, k, r, reps: int) -> float:
     step()
     times.append(time.perf_counter() - start)
   return float(np.min(times) * 1e3)
+
+
+def _ms(v: float) -> str:
+  return f'{v:.1f}' if v >= 1 else f'{v:.2f}'
 
 
 def main(argv):
@@ -147,25 +155,28 @@ def main(argv):
     if torch is not None:
       row['torch_eager_ms'] = time_torch(torch, transposed, x, k, r, reps)
     rows.append(row)
-    print(f'{name:26s} msdr {row["msdr_ms"]:6.1f} ms', flush=True)
+    print(f'{name:26s} msdr {_ms(row["msdr_ms"]):>6s} ms', flush=True)
 
   device = jax.devices()[0]
   report = {
       'machine': (f'{os.cpu_count()}-core CPU ({platform.machine()})'
                   if device.platform == 'cpu' else device.device_kind),
       'platform': device.platform, 'jax': jax.__version__,
-      'torch': getattr(torch, '__version__', None), 'batch_size': b,
+      'torch': getattr(torch, '__version__', None),
+      'torch_device': (None if torch is None else
+                       'cuda' if torch.cuda.is_available() else 'cpu'),
+      'batch_size': b,
       'reps': reps, 'rows': rows}
   print(f'\nmachine: {report["machine"]}, batch {b}, forward + backward, '
         f'ms (fastest of {reps})')
   print('| layer | msdr | other forms | lax | torch eager |')
   print('|---|---:|---|---:|---:|')
   for row in rows:
-    forms = ', '.join(f'{m} {v:.1f}' for m, v in row['forms_ms'].items())
+    forms = ', '.join(f'{m} {_ms(v)}' for m, v in row['forms_ms'].items())
     torch_ms = row.get('torch_eager_ms')
-    print(f'| {row["layer"]} | {row["msdr_ms"]:.1f} | {forms or "–"} | '
-          f'{row["lax_ms"]:.1f} | '
-          f'{"–" if torch_ms is None else f"{torch_ms:.1f}"} |')
+    print(f'| {row["layer"]} | {_ms(row["msdr_ms"])} | {forms or "–"} | '
+          f'{_ms(row["lax_ms"])} | '
+          f'{"–" if torch_ms is None else _ms(torch_ms)} |')
   results_io.write_report(report, f'layers-{report["platform"]}.json',
                           _OUT.value)
 

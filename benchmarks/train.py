@@ -2,7 +2,8 @@
 
   python benchmarks/train.py [--batch_sizes=64,256,1024] [--seconds=10]
       [--channels=1] [--num_devices=N] [--steps=N] [--notorch]
-      [--notorch_compile] [--out=PATH]
+      [--notorch_compile] [--implementations=jax,torch,torch_compile]
+      [--out=PATH]
 
 Times msdr's real stage-1 step, exactly as training runs it: beta-TCVAE with
 the MSS estimator (alpha 1, beta 6, gamma 1, N = 737,280 as dSprites, 10
@@ -62,6 +63,8 @@ from msdr.models import stage1
 from msdr.train import loop
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
+IMPLEMENTATIONS = {'jax': 'msdr (JAX)', 'torch': 'torch eager',
+                   'torch_compile': 'torch.compile'}
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['64', '256', '1024'],
                                  'Global batch sizes.')
 _CHANNELS = flags.DEFINE_integer('channels', 1, 'Image channels (64x64).')
@@ -83,6 +86,10 @@ _TORCH_COMPILE = flags.DEFINE_bool('torch_compile', True,
 _TORCH_TF32 = flags.DEFINE_bool('torch_tf32', True,
                                 'On CUDA, let torch use TF32 for float32 '
                                 'matmuls, as XLA does by default.')
+_IMPLEMENTATIONS = flags.DEFINE_list(
+    'implementations', list(IMPLEMENTATIONS),
+    'Which rows to run, of jax, torch, torch_compile (--notorch and '
+    '--notorch_compile still drop the torch rows).')
 _ISOLATE = flags.DEFINE_bool('isolate', True,
                              'Run each row in a fresh subprocess (else all '
                              'in this one: memory peaks then accumulate and '
@@ -97,8 +104,6 @@ _WORKER = flags.DEFINE_string('worker', None,
 DATASET = 'dsprites'
 DATASET_SIZE = 737_280  # dSprites: N for the MSS estimator
 IMAGE_SIDE = 64
-IMPLEMENTATIONS = {'jax': 'msdr (JAX)', 'torch': 'torch eager',
-                   'torch_compile': 'torch.compile'}
 _RESULT = 'BENCHMARK_RESULT '
 _FORWARDED = ('channels', 'num_devices', 'seconds', 'steps', 'min_steps',
               'warmup', 'seed', 'torch_tf32')
@@ -175,8 +180,9 @@ def time_steps(step, sync) -> dict:
           'first': first}
 
 
-def run_jax(batch_size: int) -> dict:
-  """msdr's stage-1 train step, as `msdr.train.loop.train` runs it."""
+def jax_stage(batch_size: int):
+  """(stage, fresh state, abstract state, mesh, batch, train key) of msdr's
+  stage-1 step at `batch_size`, as `msdr.train.loop.train` sets it up."""
   channels = _CHANNELS.value
   mesh = sharding.make_mesh(_NUM_DEVICES.value)
   sharding.check_batch_size(batch_size, mesh)
@@ -191,10 +197,16 @@ def run_jax(batch_size: int) -> dict:
       batch_size=batch_size)
   init_key, train_key = loop.stage_keys(_SEED.value, stage.name)
   state, abstract = loop.init_state(stage, init_key, mesh)
-  step_fn = loop.compile_step(stage, abstract, mesh)
   batch = {'image': jax.device_put(images(batch_size, channels, _SEED.value),
                                    sharding.data_sharding(mesh))}
   jax.block_until_ready((state, batch))
+  return stage, state, abstract, mesh, batch, train_key
+
+
+def run_jax(batch_size: int) -> dict:
+  """msdr's stage-1 train step, as `msdr.train.loop.train` runs it."""
+  stage, state, abstract, mesh, batch, train_key = jax_stage(batch_size)
+  step_fn = loop.compile_step(stage, abstract, mesh)
   baseline_rss = peak_rss()
   box = {'state': state}
   del state
@@ -442,6 +454,10 @@ def main(argv):
 
   run = run_worker if _ISOLATE.value else None
   report = run('describe') if run else describe()
+  unknown = set(_IMPLEMENTATIONS.value) - set(IMPLEMENTATIONS)
+  if unknown:
+    raise app.UsageError(f'--implementations takes {", ".join(IMPLEMENTATIONS)}'
+                         f'; got {", ".join(sorted(unknown))}')
   impls = ['jax']
   note = None
   if not _TORCH.value:
@@ -450,6 +466,7 @@ def main(argv):
     note = 'torch rows skipped: torch is not installed'
   else:
     impls += ['torch'] + (['torch_compile'] if _TORCH_COMPILE.value else [])
+  impls = [i for i in impls if i in _IMPLEMENTATIONS.value]
   if note:
     print(note, flush=True)
 
