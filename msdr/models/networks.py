@@ -12,8 +12,9 @@ from tf.layers' defaults (Glorot uniform, zero biases).
 The layers hold exactly the parameters of `nn.Conv` / `nn.ConvTranspose` and
 compute exactly their functions, but reorder the arithmetic into matrix
 products, because XLA differentiates strided and transposed convolutions
-slowly (ENVIRONMENT.md: ~90% of the step on a GPU; measured here on the 2-core
-CPU, the whole beta-TCVAE step at batch 64 goes from 1.3 to 3.2 steps/s):
+slowly (the whole beta-TCVAE step with XLA's convolutions against these
+forms: 1.3 against 10.7 steps/s at batch 64 on the 2-core CPU; 34,900
+against 392,000 images/s at batch 1024 on one H200, `benchmarks/forms.py`):
 
 * a stride-2 convolution becomes space-to-depth (stride 1 over 2x2 pixel
   blocks); a 2x2 kernel is then one matmul, and a 4x4 kernel either one
