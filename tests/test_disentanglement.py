@@ -4,6 +4,8 @@ the venv, so mutual_info_score is hand-written from its contingency formula)."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 from absl.testing import absltest, parameterized
 import numpy as np
 
@@ -173,6 +175,17 @@ class DisentanglementTest(parameterized.TestCase):
     self.assertAlmostEqual(
         dis.irs(codes, factors, diff_quantile=1.0),
         ref_irs(codes, factors, diff_quantile=1.0), delta=1e-6)
+
+  def test_irs_percentiles_by_sort_and_by_top_k(self):
+    # Both ways of taking the within-group percentiles, at quantiles where
+    # the top-k way needs few (0.99) to all (0.0) of a group's values.
+    codes, factors = entangled_case(8)
+    for q in (0.0, 0.37, 0.5, 0.99):
+      want = ref_irs(codes, factors, diff_quantile=q)
+      for limit in (0, N):  # 0: always the sort
+        with mock.patch.object(dis, '_TOP_K_LIMIT', limit):
+          self.assertAlmostEqual(dis.irs(codes, factors, diff_quantile=q),
+                                 want, delta=1e-6, msg=f'q={q} limit={limit}')
 
   def test_disentangled_code_scores_high_and_rotation_lowers_mig(self):
     codes, factors = disentangled_case()

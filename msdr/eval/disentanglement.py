@@ -321,53 +321,89 @@ def modularity_explicitness(codes_train, factors_train, codes_test,
   return scores
 
 
-def _percentile_linear(sorted_values: jax.Array, starts: jax.Array,
-                       counts: jax.Array, q: float) -> jax.Array:
-  """numpy's linear percentile of each group in group-sorted columns.
+def _linear_interpolation(lower: jax.Array, upper: jax.Array,
+                          t: jax.Array) -> jax.Array:
+  """numpy's linear percentile between two order statistics, its formula
+  (from the nearer end, so t = 0 or 1 gives the value itself)."""
+  diff = upper - lower
+  return jnp.where(t >= 0.5, upper - diff * (1 - t), lower + diff * t)
 
-  Args:
-    sorted_values: [N, K], each column sorted by (group, value).
-    starts: int [C] first row of each group.
-    counts: int [C] rows in each group (0 for an empty group).
-    q: quantile in [0, 1].
 
-  Returns:
-    [C, K] percentiles (garbage for empty groups).
-  """
-  n = sorted_values.shape[0]
+def _order_ranks(counts: jax.Array, q: float):
+  """(0-based ranks below and above numpy's linear q-index in groups of
+  `counts` values, [C] each, and the fraction t [C, 1] between them)."""
   index = q * jnp.maximum(counts - 1, 0).astype(jnp.float32)
   below = jnp.floor(index)
   t = (index - below)[:, None]
   below = below.astype(jnp.int32)
-  above = jnp.minimum(below + 1, jnp.maximum(counts - 1, 0))
-  a = sorted_values[jnp.clip(starts + below, 0, n - 1)]
-  b = sorted_values[jnp.clip(starts + above, 0, n - 1)]
-  diff = b - a
-  return jnp.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+  return below, jnp.minimum(below + 1, jnp.maximum(counts - 1, 0)), t
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _irs(codes, factor_lower_edges, factors, num_bins, diff_quantile):
-  labels = _digitize(factors, factor_lower_edges) - 1
+def _group_percentiles_sorted(values, label, counts, q):
+  """[C, K] linear q-percentile of each column's values [N, K] within each
+  group (label [N] in 0..C-1, counts [C]), by one sort of the columns by
+  (group, value); garbage for empty groups."""
+  keys = jnp.broadcast_to(label[:, None], values.shape)
+  _, ordered = jax.lax.sort((keys, values), dimension=0, num_keys=2)
+  n = values.shape[0]
+  starts = jnp.cumsum(counts) - counts
+  below, above, t = _order_ranks(counts, q)
+  at = lambda rank: ordered[jnp.clip(starts + rank, 0, n - 1)]
+  return _linear_interpolation(at(below), at(above), t)
+
+
+def _group_percentiles_top(values, label, counts, q, num_groups, top):
+  """As `_group_percentiles_sorted`, from each group's `top` largest values
+  per column (`lax.top_k` of the group's values, the others masked), for a
+  q near 1: every group's ranks below and above its q-index must be among
+  its `top` largest. Several times faster than the sort on a CPU."""
+  def largest(group):  # [K, top], descending
+    masked = jnp.where(label == group, values.T, -jnp.inf)
+    return jax.lax.top_k(masked, top)[0]
+  ordered = jax.lax.map(largest, jnp.arange(num_groups))  # [C, K, top]
+  below, above, t = _order_ranks(counts, q)
+  at = lambda rank: jnp.take_along_axis(
+      ordered, jnp.clip(counts - 1 - rank, 0, top - 1)[:, None, None],
+      axis=2)[..., 0]
+  return _linear_interpolation(at(below), at(above), t)
+
+
+def _largest_needed(counts: np.ndarray, q: float) -> int:
+  """How many of a group's largest values reach its order statistics below
+  and above numpy's linear q-index, at most over groups of `counts`."""
+  counts = np.asarray(counts, np.int64)
+  index = np.float32(q) * np.maximum(counts - 1, 0).astype(np.float32)
+  return int(np.max(counts - np.floor(index).astype(np.int64), initial=1))
+
+
+# Up to this many largest values per group, IRS's percentiles come from
+# `lax.top_k` of each group (k = 36 at the benchmark size) rather than a
+# sort by (group, value): 4.5 against 20 ms per factor at N = 10,000.
+_TOP_K_LIMIT = 128
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _irs(codes, labels, counts, num_bins, diff_quantile, top):
   max_deviations = jnp.abs(codes - codes.mean(axis=0)).max(axis=0)
 
-  def per_factor(label):
+  def per_factor(label, int_counts):
     one_hot = jax.nn.one_hot(label, num_bins, dtype=jnp.float32)
-    counts = one_hot.sum(axis=0)
+    counts = int_counts.astype(jnp.float32)
     group_means = jnp.einsum('nc,nk->ck', one_hot, codes, precision=_HIGHEST)
     group_means = group_means / jnp.maximum(counts, 1.0)[:, None]
     diffs = jnp.abs(codes - group_means[label])
-    keys = jnp.broadcast_to(label[:, None], diffs.shape)
-    _, sorted_diffs = jax.lax.sort((keys, diffs), dimension=0, num_keys=2)
-    int_counts = counts.astype(jnp.int32)
-    starts = jnp.cumsum(int_counts) - int_counts
-    quantiles = _percentile_linear(sorted_diffs, starts, int_counts,
-                                   diff_quantile)
+    if top:
+      quantiles = _group_percentiles_top(diffs, label, int_counts,
+                                         diff_quantile, num_bins, top)
+    else:
+      quantiles = _group_percentiles_sorted(diffs, label, int_counts,
+                                            diff_quantile)
     present = counts > 0
     total = jnp.where(present[:, None], quantiles, 0.0).sum(axis=0)
     return total / present.sum()
 
-  cum_deviations = jax.vmap(per_factor, in_axes=1, out_axes=1)(labels)
+  cum_deviations = jax.vmap(per_factor, in_axes=(1, 1), out_axes=1)(
+      labels, counts)
   active = max_deviations > 0
   normalized = cum_deviations / jnp.where(active, max_deviations, 1.0)[:, None]
   scores = (1.0 - normalized).max(axis=1)
@@ -400,6 +436,12 @@ def irs(codes, factors, diff_quantile: float = 0.99,
     return 0.0
   edges = _lower_edges(factors, num_bins)
   offset = np.minimum(factors.min(axis=0), edges.min(axis=0))
-  return float(_irs(jnp.asarray(codes), jnp.asarray(edges - offset, jnp.int32),
-                    jnp.asarray(factors - offset, jnp.int32), num_bins,
-                    float(diff_quantile)))
+  labels = np.asarray(_digitize_jit(
+      jnp.asarray(factors - offset, jnp.int32),
+      jnp.asarray(edges - offset, jnp.int32))) - 1
+  counts = np.stack([np.bincount(column, minlength=num_bins)
+                     for column in labels.T], axis=1)  # [num_bins, F]
+  top = _largest_needed(counts, diff_quantile)
+  return float(_irs(jnp.asarray(codes), jnp.asarray(labels),
+                    jnp.asarray(counts, jnp.int32), num_bins,
+                    float(diff_quantile), top if top <= _TOP_K_LIMIT else 0))
