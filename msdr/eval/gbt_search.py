@@ -18,6 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from msdr import xla_utils
+
 BLOCK = 32  # positions per block of the blocked prefix sums
 
 
@@ -200,6 +202,10 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
   block_sum, block_abs, block_count = (stats[:, i] for i in range(3))
   s_end, c_end = _prefix_natural(jnp.stack([block_sum, block_count]))
   s0, c0 = s_end - block_sum, c_end - block_count
+  # Into buffers: the CPU compiler would otherwise recompute the prefix sums
+  # and the bounds inside each of their consumers (block-end keys, the loop's
+  # gathers): 100 rounds 10% faster, 3.37 against 3.73 s.
+  s_end, c_end, s0, c0 = xla_utils.materialize(s_end, c_end, s0, c0)
   s_total, n = s_end[..., -1:], c_end[..., -1:]  # [M, T, K, 1]
   block_ok = splittable[:, :, None, None]
   end_gain = _split_gain_with_totals(s_end, c_end, s_total, n,
@@ -222,6 +228,7 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
   bound = jnp.maximum(jnp.maximum(corner(lo, c_lo), corner(lo, c_hi)),
                       jnp.maximum(corner(hi, c_lo), corner(hi, c_hi)))
   bound = jnp.where(inside, bound, -jnp.inf) * (1.0 + 1e-4)  # float32 slack
+  bound, end_gain = xla_utils.materialize(bound, end_gain)
   best_end = end_gain.max(axis=(2, 3))  # [M, T]
   big = jnp.iinfo(jnp.int32).max
   # The best block end: highest gain, then lowest feature and position.
