@@ -101,7 +101,7 @@ def _gradients(raw, y, classes):
       z = jnp.concatenate([jnp.zeros_like(z), z])
     top_z = z.max(axis=0, keepdims=True)
     top = z == top_z
-    e = jnp.exp(z - top_z)
+    e, = xla_utils.materialize(jnp.exp(z - top_z))
     total = e.sum(axis=0, keepdims=True)
     # 1 - p without cancellation for a top class: the sum of the others' e
     # (each other top class has e = 1).
