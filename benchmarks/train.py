@@ -452,12 +452,12 @@ def main(argv):
     print(_RESULT + json.dumps(result), flush=True)
     return
 
-  run = run_worker if _ISOLATE.value else None
-  report = run('describe') if run else describe()
   unknown = set(_IMPLEMENTATIONS.value) - set(IMPLEMENTATIONS)
   if unknown:
     raise app.UsageError(f'--implementations takes {", ".join(IMPLEMENTATIONS)}'
                          f'; got {", ".join(sorted(unknown))}')
+  run = run_worker if _ISOLATE.value else None
+  report = run('describe') if run else describe()
   impls = ['jax']
   note = None
   if not _TORCH.value:

@@ -352,7 +352,7 @@ def _group_percentiles_sorted(values, label, counts, q):
   return _linear_interpolation(at(below), at(above), t)
 
 
-def _group_percentiles_top(values, label, counts, q, num_groups, top):
+def _group_percentiles_top(values, label, counts, q, top):
   """As `_group_percentiles_sorted`, from each group's `top` largest values
   per column (`lax.top_k` of the group's values, the others masked), for a
   q near 1: every group's ranks below and above its q-index must be among
@@ -360,7 +360,7 @@ def _group_percentiles_top(values, label, counts, q, num_groups, top):
   def largest(group):  # [K, top], descending
     masked = jnp.where(label == group, values.T, -jnp.inf)
     return jax.lax.top_k(masked, top)[0]
-  ordered = jax.lax.map(largest, jnp.arange(num_groups))  # [C, K, top]
+  ordered = jax.lax.map(largest, jnp.arange(counts.shape[0]))  # [C, K, top]
   below, above, t = _order_ranks(counts, q)
   at = lambda rank: jnp.take_along_axis(
       ordered, jnp.clip(counts - 1 - rank, 0, top - 1)[:, None, None],
@@ -394,7 +394,7 @@ def _irs(codes, labels, counts, num_bins, diff_quantile, top):
     diffs = jnp.abs(codes - group_means[label])
     if top:
       quantiles = _group_percentiles_top(diffs, label, int_counts,
-                                         diff_quantile, num_bins, top)
+                                         diff_quantile, top)
     else:
       quantiles = _group_percentiles_sorted(diffs, label, int_counts,
                                             diff_quantile)

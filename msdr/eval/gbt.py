@@ -41,16 +41,15 @@ orders) and 100 rounds give DCI scores within 0.01 of it.
 
 Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40, 32
 and 32 values (11,300 trees), alone on a 2-core CPU (2026-11-28, later):
-the boosting 3.3-3.6 s warm (the machine's speed drifts by that much within
-an hour), 6.4-6.9 s of CPU time, about 6 ns per (tree, code, sample). On a CPU the factors of runs
-this long are split into one group per core, balanced by tree count, and
-boosted concurrently, one program each: as one program XLA spreads the ops
-over both cores but at about 40% more CPU time (20 rounds: 1.16 s wall, 2.0
-s CPU against 0.75 s, 1.44 s). Trees of different factors are independent,
-but a group's padding can change float rounding, and so break near-ties, vs
-one program. The jit compiles once per group shape (N, K, test N, class
-counts of the group's factors): 10-12 s each at that size, 23-29 s for the
-first call.
+the boosting 3.3-3.6 s warm (the machine's speed drifts by that much within an
+hour), 6.4-6.9 s of CPU time, about 6 ns per (tree, code, sample). On a CPU the
+factors of runs this long are split into one group per core, balanced by tree
+count, and boosted concurrently, one program each: as one program XLA spreads
+the ops over both cores but at about 40% more CPU time (20 rounds: 1.16 s wall,
+2.0 s CPU against 0.75 s, 1.44 s). Trees of different factors are independent,
+but a group's padding can change float rounding, and so break near-ties, vs one
+program. The jit compiles once per group shape (N, K, test N, class counts of
+the group's factors): 10-12 s each at that size, 23-29 s for the first call.
 """
 
 from __future__ import annotations
