@@ -33,6 +33,7 @@ import results_io  # benchmarks/results_io.py
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from msdr.data import base  # pylint: disable=g-import-not-at-top
 from msdr.eval import disentanglement as dm  # pylint: disable=g-import-not-at-top
 
 _NUM_TRAIN = flags.DEFINE_integer('num_train', 10_000, 'Train codes.')
@@ -51,10 +52,8 @@ class FactorsAsObservations:
   factor_sizes = SIZES
   num_factors = len(SIZES)
 
-  def sample_factors(self, key, n):
-    keys = jax.random.split(key, self.num_factors)
-    return jnp.stack([jax.random.randint(k, (n,), 0, s)
-                      for k, s in zip(keys, SIZES)], axis=1)
+  def sample_factors(self, key, n):  # as every msdr dataset samples them
+    return base.uniform_indices(key, n, SIZES)
 
   def observations_from_factors(self, factors, key):
     del key

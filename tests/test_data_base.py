@@ -82,6 +82,43 @@ class FactorCheckTest(parameterized.TestCase):
                                   [1, 32])
 
 
+class UniformIndicesTest(absltest.TestCase):
+
+  def test_multiply_shift_is_exact(self):
+    words = np.array([0, 1, 2**16 - 1, 2**16, 2**31, 2**32 - 1, 123456789,
+                      3141592653], np.uint64)
+    words = np.concatenate([words, np.random.default_rng(0).integers(
+        2**32, size=1000, dtype=np.uint64)])
+    for size in (1, 2, 3, 40, 1000, 2**16):
+      want = (words * size) >> 32  # exact in uint64
+      got = base._multiply_shift(jnp.asarray(words, jnp.uint32), size)
+      np.testing.assert_array_equal(got, want, err_msg=f'size {size}')
+
+  def test_every_value_equally_often(self):
+    sizes = (3, 40, 2**16 + 1)  # the last by jax.random.randint
+    f = np.asarray(base.uniform_indices(jax.random.key(1), 200_000, sizes))
+    self.assertEqual(f.shape, (200_000, 3))
+    self.assertEqual(f.dtype, np.int32)
+    for j, size in enumerate(sizes):
+      self.assertEqual(f[:, j].min(), 0)
+      self.assertLess(f[:, j].max(), size)
+      if size <= 40:  # chi-square, size - 1 degrees of freedom, p ~ 1e-6
+        counts = np.bincount(f[:, j], minlength=size)
+        expected = len(f) / size
+        chi2 = np.sum((counts - expected)**2 / expected)
+        self.assertLess(chi2, size - 1 + 10 * np.sqrt(2 * (size - 1)))
+    # Columns independent: joint counts of the first two are uniform too.
+    joint = np.bincount(f[:, 0] * 40 + f[:, 1], minlength=120)
+    self.assertLess(np.abs(joint / (len(f) / 120) - 1).max(), 0.1)
+
+  def test_same_key_same_draw_under_jit(self):
+    key = jax.random.key(2)
+    np.testing.assert_array_equal(
+        DS.sample_factors(key, 100),
+        jax.jit(DS.sample_factors, static_argnums=1)(key, 100))
+    self.assertEqual(DS.sample_factors(key, 0).shape, (0, DS.num_factors))
+
+
 class HashUniformTest(absltest.TestCase):
 
   def test_uniform_and_decorrelated(self):

@@ -73,9 +73,7 @@ class GroundTruthDataset(abc.ABC):
     Returns:
       int32 [n, F] factor indices.
     """
-    n = _check_count(n, self.name)
-    sizes = jnp.asarray(self.factor_sizes, jnp.int32)
-    return jax.random.randint(key, (n, self.num_factors), 0, sizes, jnp.int32)
+    return uniform_indices(key, _check_count(n, self.name), self.factor_sizes)
 
   def check_factors(self, factors) -> jax.Array:
     """Validates factor indices and returns them as an int32 array.
@@ -199,6 +197,48 @@ def _check_count(n, name: str) -> int:
     raise UserInputError(
         f'{name}: the number of samples must be a non-negative int; got {n!r}.')
   return int(n)
+
+
+# Largest size drawn by multiply-shift in 32-bit halves (`uniform_indices`).
+_MULTIPLY_SHIFT_MAX = 2**16
+
+
+def _multiply_shift(words: jax.Array, size: int) -> jax.Array:
+  """floor(words * size / 2^32) as int32, exact for size <= 2^16: the
+  product of each 16-bit half of the words with size fits in 32 bits."""
+  s = jnp.uint32(size)
+  high = (words >> 16) * s + (((words & 0xFFFF) * s) >> 16)
+  return (high >> 16).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _uniform_indices(key: jax.Array, n: int, sizes: tuple[int, ...]
+                     ) -> jax.Array:
+  columns = []
+  for column_key, size in zip(jax.random.split(key, len(sizes)), sizes):
+    if size > _MULTIPLY_SHIFT_MAX:
+      columns.append(jax.random.randint(column_key, (n,), 0, size, jnp.int32))
+      continue
+    columns.append(_multiply_shift(
+        jax.random.bits(column_key, (n,), jnp.uint32), size))
+  if not columns:
+    return jnp.zeros((n, 0), jnp.int32)
+  return jnp.stack(columns, axis=1)
+
+
+def uniform_indices(key: jax.Array, n: int, sizes) -> jax.Array:
+  """int32 [n, len(sizes)]: column j uniform over 0..sizes[j] - 1.
+
+  Each index is floor(u s / 2^32) of one random 32-bit word u (Lemire's
+  multiply-shift, computed exactly from u's two 16-bit halves), so every
+  index gets floor(2^32 / s) or ceil(2^32 / s) of the words: a relative bias
+  below s / 2^32 (1e-8 for s = 40); jax.random.randint draws two words per
+  index. Each column draws its own [n] words: on the CPU one draw of
+  [n, F] words is several times slower per word (640,000 x 5 indices:
+  9 ms here, 51 ms by randint of [n, F]). A size above 2^16 (where the
+  halves' products could overflow) goes to jax.random.randint.
+  """
+  return _uniform_indices(key, int(n), tuple(int(s) for s in sizes))
 
 
 def _mix32(x: jax.Array) -> jax.Array:
