@@ -52,15 +52,44 @@ class LinearClassifier:
 _FTOL = 64 * float(np.finfo(np.float64).eps)
 
 
+# Fewer classes than this are laid out [classes, N] in the objective, so that
+# the softmax's passes run along N: XLA's CPU code vectorises a [N, C] pass
+# over C, which is short (the BetaVAE score's fit, 5 classes: 61 -> 19 ms;
+# at 32 and 40 classes [N, C] is as fast or faster).
+_CLASS_MAJOR_BELOW = 16
+
+
+def _log_loss_data(x, labels, num_classes):
+  """(features, labels) in the layout `_mean_log_loss` reads, made once."""
+  if num_classes < _CLASS_MAJOR_BELOW:
+    return x.T, labels == jnp.arange(num_classes)[:, None]
+  return x, labels[:, None]
+
+
+def _mean_log_loss(w, b, data):
+  """Mean -log softmax(x w + b)[label] (log-sum-exp written out: 1.3-2x
+  faster on the CPU than jax.nn.log_softmax and its gather)."""
+  x, labels = data
+  if labels.dtype == jnp.bool_:  # [C, N] one-hot; x transposed
+    z, axis = jnp.dot(w.T, x) + b[:, None], 0
+    picked = jnp.sum(jnp.where(labels, z, 0.0), axis=0)
+  else:
+    z, axis = x @ w + b, 1
+    picked = jnp.take_along_axis(z, labels, axis=1)[:, 0]
+  top = jax.lax.stop_gradient(z.max(axis=axis, keepdims=True))
+  log_total = jnp.log(jnp.exp(z - top).sum(axis=axis))
+  return jnp.mean(jnp.squeeze(top, axis) + log_total - picked)
+
+
 @functools.partial(jax.jit, static_argnames=('num_classes', 'max_iter'))
 def _fit_softmax(x, labels, c, num_classes, max_iter, tol):
   n, k = x.shape
+  data = _log_loss_data(x, labels, num_classes)
 
   def objective(params):  # scikit-learn's scaling: the mean loss
     w, b = params
-    logp = jax.nn.log_softmax(x @ w + b)
-    nll = -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
-    return (0.5 / (c * n)) * jnp.sum(jnp.square(w)) + nll
+    return ((0.5 / (c * n)) * jnp.sum(jnp.square(w)) +
+            _mean_log_loss(w, b, data))
 
   solver = optax.lbfgs()
   value_and_grad = optax.value_and_grad_from_state(objective)
