@@ -154,6 +154,23 @@ class SummariesTest(absltest.TestCase):
         interventional._batch_abs_differences(jnp.asarray(codes), 6),
         np.abs(c1 - c2).reshape(2, 6, 3).mean(axis=1), rtol=1e-5)
 
+  def test_chunking_does_not_change_the_scores(self):
+    # dSprites renders without noise, so the chunks (each its own key) and
+    # the zero rows padding the last one must not change any score: 10
+    # points in chunks of 3 (FactorVAE) or 1 (BetaVAE), 20 variance rows in
+    # chunks of 24 (one padded chunk), against one chunk each.
+    args = dict(batch_size=8, num_train=10, num_eval=7)
+    for score, extra in ((interventional.factor_vae_score,
+                          dict(num_variance_estimate=20)),
+                         (interventional.beta_vae_score, {})):
+      small = score(DSPRITES, centroid_representation, jax.random.key(1),
+                    chunk=24, **args, **extra)
+      whole = score(DSPRITES, centroid_representation, jax.random.key(1),
+                    **args, **extra)
+      self.assertEqual(small, whole)
+    rows = interventional._chunk_rows(np.arange(10).reshape(5, 2), 2)
+    np.testing.assert_array_equal(rows[-1], [[8, 9], [0, 0]])
+
   def test_codes_of_the_wrong_shape_are_an_error(self):
     for fn in (lambda x: jnp.zeros((x.shape[0],)),  # traced: no code axis
                lambda x: np.zeros((3, 2), np.float32)):  # eager: wrong rows
