@@ -164,10 +164,10 @@ def _fixed_factor_batches(dataset, key: jax.Array, points: int,
   k_index, k_factors = jax.random.split(key)
   index = np.asarray(jax.random.randint(k_index, (points,), 0,
                                         dataset.num_factors))
-  factors = np.asarray(dataset.sample_factors(k_factors, points * batch_size))
+  factors = np.array(dataset.sample_factors(k_factors, points * batch_size))
   factors = factors.reshape(points, batch_size, -1)
-  fixed = np.arange(dataset.num_factors) == index[:, None, None]
-  factors = np.where(fixed, factors[:, :1, :], factors)
+  group = np.arange(points)
+  factors[group, :, index] = factors[group, 0, index][:, None]
   return index, factors.reshape(points * batch_size, -1)
 
 
