@@ -84,6 +84,18 @@ class SapTest(parameterized.TestCase):
     got = dm.sap(z, y, z, y, continuous_factors=True)
     self.assertAlmostEqual(got, np.mean(ranked[-1] - ranked[-2]), places=10)
 
+  def test_prefix_moments(self):
+    x = np.random.default_rng(4).normal(size=(2, 3, 7))
+    got = sap_lib._prefix_moments(x)
+    self.assertEqual(got.shape, (2, 3, 8, 3))
+    for i in range(8):  # the sums over the first i entries
+      head = x[..., :i]
+      np.testing.assert_allclose(got[..., i, 0], i)
+      np.testing.assert_allclose(got[..., i, 1], head.sum(axis=-1),
+                                 atol=1e-12)
+      np.testing.assert_allclose(got[..., i, 2], (head**2).sum(axis=-1),
+                                 atol=1e-12)
+
   def test_bad_inputs(self):
     a, b, c, d = make_case(6, n=50)
     with self.assertRaisesRegex(UserInputError, 'NaN'):
