@@ -102,7 +102,7 @@ class UniformIndicesTest(absltest.TestCase):
     for j, size in enumerate(sizes):
       self.assertEqual(f[:, j].min(), 0)
       self.assertLess(f[:, j].max(), size)
-      if size <= 40:  # chi-square, size - 1 degrees of freedom, p ~ 1e-6
+      if size <= 40:  # chi-square, size - 1 dof: exceeded with p < 1e-4
         counts = np.bincount(f[:, j], minlength=size)
         expected = len(f) / size
         chi2 = np.sum((counts - expected)**2 / expected)
