@@ -8,25 +8,34 @@ import jax
 import jax.numpy as jnp
 
 
-def materialize(*xs: jax.Array) -> tuple[jax.Array, ...]:
-  """Returns `xs` unchanged, computed once into buffers on the CPU.
+def computed(fn, *args):
+  """fn(*args), with its results computed once into buffers on the CPU.
 
   XLA's CPU backend fuses a producer into every consumer, so a per-pixel
   quantity used by three colour channels is computed three times, in a loop
   that it may fail to vectorise (measured: 13x slower for the textured
   shapes3d renderer). `lax.optimization_barrier` does not help there: it is
   expanded before fusion. A conditional's results are buffers, so on the CPU
-  the values pass through a `lax.cond` that XLA cannot fold: its predicate is
-  read from the data (always true) and its other branch differs. Other
-  platforms fuse well and get the values untouched.
+  fn runs as the branch of a `lax.cond` that XLA cannot fold: its predicate
+  is read from the data (always true) and its other branch differs. Results
+  that fn computes are written straight into the branch's buffers; ones it
+  passes through unchanged cost a copy. Other platforms fuse well and run fn
+  as is.
   """
   def on_cpu(*values):
     first = jnp.ravel(values[0])[:1].astype(jnp.float32)
     always = jnp.all(jnp.isnan(first) | ~jnp.isnan(first))
-    return jax.lax.cond(always, lambda *v: v,
-                        lambda *v: tuple(jnp.zeros_like(x) for x in v), *values)
-  return tuple(jax.lax.platform_dependent(*xs, cpu=on_cpu,
-                                          default=lambda *v: v))
+    shapes = jax.eval_shape(fn, *values)
+    return jax.lax.cond(
+        always, fn, lambda *_: jax.tree.map(
+            lambda x: jnp.zeros(x.shape, x.dtype), shapes), *values)
+  return jax.lax.platform_dependent(*args, cpu=on_cpu, default=fn)
+
+
+def materialize(*xs: jax.Array) -> tuple[jax.Array, ...]:
+  """Returns `xs` unchanged, computed once into buffers on the CPU (see
+  `computed`)."""
+  return tuple(computed(lambda *v: v, *xs))
 
 
 def cpu_cores() -> int:

@@ -220,16 +220,27 @@ class DciTest(parameterized.TestCase):
     self.assertEqual((want[1][1], want[2][1]), (1.0, 0.25))
 
   # (1, 8): one block per step, the fallback to a full search at times;
-  # (1, 10**4): one block per step, never a fallback.
-  @parameterized.parameters((32, 8), (1, 8), (1, 10**4))
-  def test_pruned_split_search_is_exact(self, candidates, max_steps):
+  # (1, 10**4): one block per step, never a fallback. tied_bounds: code 2 is
+  # code 0 with the order inside each block reversed and the residuals are
+  # eighths (exact sums), so every bound of code 2 equals one of code 0 but
+  # the gains inside differ: a step that did not take tied blocks in top_k's
+  # order (bound, then index) would skip some.
+  @parameterized.parameters((32, 8), (1, 8), (1, 10**4), (1, 10**4, True),
+                            (2, 10**4, True))
+  def test_pruned_split_search_is_exact(self, candidates, max_steps,
+                                        tied_bounds=False):
     rng = np.random.default_rng(11)
     n, k, t = 200, 3, 5
     codes = rng.normal(size=(n, k)).astype(np.float32)
     codes[:, 1] = np.round(codes[:, 1] * 3)  # ties: splits only at run ends
     codes[:, 2] = np.round(codes[:, 2] * 10)
-    _, sorted_index, valid = gbt._sort_columns(codes)
     r = np.where(rng.random((t, n)) < 0.2, 1.0, 0.0) - rng.random((t, n)) / 4
+    if tied_bounds:
+      block = gbt_search.BLOCK
+      rank = np.argsort(np.argsort(codes[:, 0], kind='stable'), kind='stable')
+      codes[:, 2] = rank // block * block + block - 1 - rank % block
+      r = rng.integers(-8, 9, size=(t, n)) / 8
+    _, sorted_index, valid = gbt._sort_columns(codes)
     flat_index = np.arange(t)[:, None, None, None] * (n + 1) + sorted_index
     to_sorted = lambda a: np.pad(a, [(0, 0), (0, 1)],
                                  constant_values=-1).reshape(-1)[flat_index]

@@ -116,19 +116,19 @@ def _pairwise_sum(terms):
 
 
 def _block_stats(rs, sorted_node, num_left):
-  """[M', 3, T, K, NB] residual sum, absolute sum and count per block of the
+  """[3, M', T, K, NB] residual sum, count and absolute sum per block of the
   left children 0, 2, .., 2 M' - 2, as pairwise sums over the block's B rows
   (XLA fuses the adds into one pass; a reduction would first materialise
   the masked residuals)."""
   rows = [(rs[..., i, :], sorted_node[..., i, :]) for i in range(rs.shape[-2])]
-  stats = []
+  sums, counts, absolute = [], [], []
   for m in range(num_left):
     member = [node_i == 2 * m for _, node_i in rows]
     x = [jnp.where(l, r_i, 0.0) for l, (r_i, _) in zip(member, rows)]
-    stats.append(jnp.stack([
-        _pairwise_sum(x), _pairwise_sum([jnp.abs(v) for v in x]),
-        _pairwise_sum([l.astype(jnp.float32) for l in member])]))
-  return jnp.stack(stats)
+    sums.append(_pairwise_sum(x))
+    counts.append(_pairwise_sum([l.astype(jnp.float32) for l in member]))
+    absolute.append(_pairwise_sum([jnp.abs(v) for v in x]))
+  return jnp.stack([jnp.stack(sums), jnp.stack(counts), jnp.stack(absolute)])
 
 
 # Blocks searched position by position per node and step (8, 16, 24, 48 and
@@ -171,21 +171,24 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
   gives), and the gain, the ratio of a convex function of (sum, count) to a
   positive concave one, is quasiconvex (its sublevel sets are convex), so its
   maximum over that box is at one of the four corners. Starting from the best
-  block end, the CANDIDATES remaining blocks of highest bound are searched
-  position by position, the best is updated, and the blocks whose bound
-  falls below it are dropped, until no block remains (a while loop; at the
-  benchmark size 1.05 steps per call in the first rounds, 1.5 in the last,
-  at most 4). If blocks remain after MAX_STEPS steps, every position is
-  searched instead (`full_search`).
+  block end, the blocks are searched position by position in the order of
+  `lax.top_k` (bound descending, then lowest index), CANDIDATES at a time,
+  each step taking those after the last one searched whose bound reaches the
+  best gain so far, until the last one searched falls below it (a while
+  loop; at the benchmark size 1.05 steps per call in the first rounds, 1.5
+  in the last, at most 4). The loop state is that last block, not a mask of
+  the remaining ones, so a step writes no [M, T, K NB] array. If blocks may
+  remain after MAX_STEPS steps, every position is searched instead
+  (`full_search`).
 
   Args:
     rs: [T, K, B, NB] residuals in each feature's sorted order.
     sorted_node: int [T, K, B, NB] node of the sample there (-1: none).
     valid: bool [K, B, NB] whether a split may fall after the position.
     splittable: bool [M, T] nodes that may split.
-    parent_stats: the block statistics returned for the previous level, or
-      None at the root. Only left children are summed; a right child's
-      statistics are its parent's minus its sibling's.
+    parent_stats: the block statistics [3, M / 2, T, K, NB] returned for the
+      previous level, or None at the root. Only left children are summed; a
+      right child's statistics are its parent's minus its sibling's.
 
   Returns:
     (([M, T] gain, position, feature), block statistics, [M, T, K, NB]
@@ -196,43 +199,53 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
   k, block, num_blocks = valid.shape
   num_positions = block * num_blocks
   stats = _block_stats(rs, sorted_node, max(m // 2, 1))
-  if parent_stats is not None:  # [M // 2, 3, T, K, NB] -> [M, 3, T, K, NB]
-    stats = jnp.stack([stats, parent_stats - stats], axis=1).reshape(
-        (m,) + stats.shape[1:])
-  block_sum, block_abs, block_count = (stats[:, i] for i in range(3))
-  s_end, c_end = _prefix_natural(jnp.stack([block_sum, block_count]))
-  s0, c0 = s_end - block_sum, c_end - block_count
+  if parent_stats is not None:  # [3, M // 2, T, K, NB] -> [3, M, T, K, NB]
+    stats = jnp.stack([stats, parent_stats - stats], axis=2).reshape(
+        (3, m) + stats.shape[2:])
+
+  def prefixes(stats):  # sums and counts up to each block's end and start
+    s_end, c_end = _prefix_natural(stats[:2])
+    return s_end, c_end, s_end - stats[0], c_end - stats[1]
+
   # Into buffers: the CPU compiler would otherwise recompute the prefix sums
   # and the bounds inside each of their consumers (block-end keys, the loop's
-  # gathers): 100 rounds 10% faster, 3.37 against 3.73 s.
-  s_end, c_end, s0, c0 = xla_utils.materialize(s_end, c_end, s0, c0)
+  # gathers): 100 rounds 10% faster, 3.37 against 3.73 s. Computed inside
+  # `xla_utils.computed`, they are written once, with no copies.
+  s_end, c_end, s0, c0 = xla_utils.computed(prefixes, stats)
   s_total, n = s_end[..., -1:], c_end[..., -1:]  # [M, T, K, 1]
-  block_ok = splittable[:, :, None, None]
-  end_gain = _split_gain_with_totals(s_end, c_end, s_total, n,
-                                     valid[:, -1, :] & block_ok)
-  # Bound on the splits inside each block.
-  lo = s0 - 0.5 * (block_abs - block_sum)  # minus the negatives
-  hi = s0 + 0.5 * (block_abs + block_sum)  # plus the positives
-  # Left counts of the partitions inside the block that no valid block end
-  # (this one's or the previous one's) already gives.
-  end_valid = valid[:, -1, :]  # [K, NB]
-  previous_valid = jnp.pad(end_valid[:, :-1], [(0, 0), (1, 0)])
-  c_lo = jnp.maximum(c0 + previous_valid, 1.0)
-  c_hi = jnp.minimum(c0 + block_count - end_valid, n - 1.0)
-  # The gain is quasiconvex in (s, c) (a convex function over a positive
-  # concave one: its sublevel sets are convex), so its maximum over the box
-  # [lo, hi] x [c_lo, c_hi] is at a corner.
-  inside = valid[:, :-1, :].any(axis=1) & block_ok & (c_lo <= c_hi)
-  def corners(c):
-    # The larger gain of the two corners at left count c: the numerator
-    # (n s - c S)^2 is largest at the s of larger |n s - c S|, so two
-    # divisions serve the four corners (4% faster rounds, same values).
-    top = jnp.maximum(jnp.abs(n * lo - c * s_total),
-                      jnp.abs(n * hi - c * s_total))
-    return jnp.square(top) / jnp.where(inside, c * (n - c), 1.0)
-  bound = jnp.maximum(corners(c_lo), corners(c_hi))
-  bound = jnp.where(inside, bound, -jnp.inf) * (1.0 + 1e-4)  # float32 slack
-  bound, end_gain = xla_utils.materialize(bound, end_gain)
+
+  def bounds(s_end, c_end, s0, c0, stats, splittable):
+    """([M, T, K, NB] bound inside each block, gain at its end)."""
+    block_sum, block_count, block_abs = stats
+    block_ok = splittable[:, :, None, None]
+    end_gain = _split_gain_with_totals(s_end, c_end, s_total, n,
+                                       valid[:, -1, :] & block_ok)
+    # Bound on the splits inside each block.
+    lo = s0 - 0.5 * (block_abs - block_sum)  # minus the negatives
+    hi = s0 + 0.5 * (block_abs + block_sum)  # plus the positives
+    # Left counts of the partitions inside the block that no valid block end
+    # (this one's or the previous one's) already gives.
+    end_valid = valid[:, -1, :]  # [K, NB]
+    previous_valid = jnp.pad(end_valid[:, :-1], [(0, 0), (1, 0)])
+    c_lo = jnp.maximum(c0 + previous_valid, 1.0)
+    c_hi = jnp.minimum(c0 + block_count - end_valid, n - 1.0)
+    # The gain is quasiconvex in (s, c) (a convex function over a positive
+    # concave one: its sublevel sets are convex), so its maximum over the box
+    # [lo, hi] x [c_lo, c_hi] is at a corner.
+    inside = valid[:, :-1, :].any(axis=1) & block_ok & (c_lo <= c_hi)
+    def corners(c):
+      # The larger gain of the two corners at left count c: the numerator
+      # (n s - c S)^2 is largest at the s of larger |n s - c S|, so two
+      # divisions serve the four corners (4% faster rounds, same values).
+      top = jnp.maximum(jnp.abs(n * lo - c * s_total),
+                        jnp.abs(n * hi - c * s_total))
+      return jnp.square(top) / jnp.where(inside, c * (n - c), 1.0)
+    bound = jnp.maximum(corners(c_lo), corners(c_hi))
+    bound = jnp.where(inside, bound, -jnp.inf) * (1.0 + 1e-4)  # float32 slack
+    return bound, end_gain
+
+  bound, end_gain = xla_utils.computed(
+      bounds, s_end, c_end, s0, c0, stats, splittable)
   best_end = end_gain.max(axis=(2, 3))  # [M, T]
   big = jnp.iinfo(jnp.int32).max
   # The best block end: highest gain, then lowest feature and position.
@@ -245,12 +258,19 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
   trees = jnp.arange(t)[None, :, None]
   num_candidates = min(CANDIDATES, k * num_blocks)
 
+  block_index = jnp.arange(k * num_blocks)
+
   def search_blocks(state):
-    """Searches the Q remaining blocks of highest bound position by
-    position; drops the blocks whose bound falls below the new best."""
-    best, key, remaining = state
-    top, index = jax.lax.top_k(jnp.where(remaining, flat_bound, -jnp.inf),
-                               num_candidates)  # [M, T, Q]
+    """Searches the Q blocks that come after the last one searched (in
+    top_k's order: bound descending, then index) and whose bound reaches
+    the best gain; returns the new best and last searched."""
+    best, key, last, last_index, steps = state
+    after = ((flat_bound < last[..., None]) |
+             ((flat_bound == last[..., None]) &
+              (block_index > last_index[..., None])))
+    top, index = jax.lax.top_k(
+        jnp.where(after & (flat_bound >= best[..., None]), flat_bound,
+                  -jnp.inf), num_candidates)  # [M, T, Q]
     feat, j = index // num_blocks, index % num_blocks
     member = sorted_node[trees, feat, :, j] == nodes[..., None]
     member = member.astype(jnp.float32)  # [M, T, Q, B]
@@ -267,22 +287,30 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
     key = jnp.where(best_q > best, key_q,
                     jnp.where(best > best_q, key, jnp.minimum(key, key_q)))
     best = jnp.maximum(best, best_q)
-    remaining = remaining.at[nodes, trees, index].set(False)
-    return best, key, remaining & (flat_bound >= best[:, :, None])
+    # The last searched: reductions, not a slice of top_k's output (XLA would
+    # merge that slice with top_k's and sort the whole row instead).
+    last = top.min(axis=-1)
+    last_index = jnp.where(top == last[..., None], index, -1).max(axis=-1)
+    return best, key, last, last_index, steps + 1
 
-  def step(state):
-    return search_blocks(state[:3]) + (state[3] + 1,)
+  def more(state):
+    """Whether blocks may remain: those after the last one searched have
+    bounds at most its bound (-inf: fewer than Q were left)."""
+    best, _, last, _, _ = state
+    return ((last >= best) & (last > -jnp.inf)).any()
 
-  candidate = (flat_bound >= best_end[:, :, None]) & jnp.isfinite(flat_bound)
-  best, key, remaining, _ = jax.lax.while_loop(
-      lambda state: state[2].any() & (state[3] < MAX_STEPS), step,
-      (best_end, key_end, candidate, 0))
+  state = (best_end, key_end, jnp.full((m, t), jnp.inf),
+           jnp.full((m, t), -1, jnp.int32), 0)
+  state = jax.lax.while_loop(
+      lambda state: more(state) & (state[-1] < MAX_STEPS), search_blocks,
+      state)
+  best, key = state[:2]
   key = jnp.where(jnp.isfinite(best), key, 0)
   found = (best, key % num_positions, key // num_positions)
   # Bounds too loose to prune (e.g. residuals equal but for rounding): every
   # position of every block instead, so that no level costs more than that.
   found = jax.lax.cond(
-      remaining.any(), lambda: full_search(rs, sorted_node, valid, splittable),
+      more(state), lambda: full_search(rs, sorted_node, valid, splittable),
       lambda: found)
   return found, stats, c_end
 
