@@ -118,7 +118,8 @@ def _gradients(raw, y, classes):
   return jnp.concatenate(r), jnp.concatenate(h)
 
 
-@functools.partial(jax.jit, static_argnames=('classes', 'trees_per_chunk'))
+@functools.partial(jax.jit, static_argnames=('classes', 'trees_per_chunk'),
+                   compiler_options=xla_utils.CPU_VECTOR_OPTIONS)
 def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
            num_rounds, classes, trees_per_chunk):
   """num_rounds (traced) rounds of boosting of T one-class trees at once.
