@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -10,11 +11,28 @@ import jax.numpy as jnp
 
 # XLA compiler options for programs whose time is vectorised loops on a CPU:
 # LLVM may use 512-bit vectors (XLA's default prefers 256). On this 2-core
-# AVX-512 CPU, DCI's boosting program ran 4.5-5% faster with them (six
-# alternating pairs in one process, 3.09-3.28 against 3.24-3.41 s, the same
-# results); a CPU without AVX-512 keeps its own widest vectors, and other
-# backends ignore CPU options.
+# AVX-512 CPU, DCI's boosting program ran 4.5-5% faster with them (eleven
+# alternating pairs in one process, the same results); a CPU without AVX-512
+# keeps its own widest vectors, and other backends ignore CPU options.
 CPU_VECTOR_OPTIONS = {'xla_cpu_prefer_vector_width': 512}
+
+
+def known_options(options: dict) -> dict:
+  """`options` if this JAX's XLA knows each of them, else {} (XLA rejects a
+  program compiled with an option it does not know)."""
+  return dict(options) if _knows(tuple(sorted(options.items()))) else {}
+
+
+@functools.cache
+def _knows(options: tuple) -> bool:
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(
+        jnp.zeros((), jnp.float32)).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    if 'compile option' not in str(e):
+      raise
+    return False
+  return True
 
 
 def computed(fn, *args):

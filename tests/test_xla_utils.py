@@ -47,5 +47,15 @@ class ComputedTest(absltest.TestCase):
     np.testing.assert_allclose(grad, np.cos([0.0, 1.0]), rtol=1e-6)
 
 
+class OptionsTest(absltest.TestCase):
+
+  def test_known_options_pass_and_unknown_ones_are_dropped(self):
+    self.assertEqual(xla_utils.known_options(xla_utils.CPU_VECTOR_OPTIONS),
+                     xla_utils.CPU_VECTOR_OPTIONS)
+    self.assertEqual(xla_utils.known_options(
+        {'xla_cpu_prefer_vector_width': 512, 'xla_no_such_option': 1}), {})
+    self.assertEqual(xla_utils.known_options({}), {})
+
+
 if __name__ == '__main__':
   absltest.main()

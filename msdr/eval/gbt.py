@@ -119,10 +119,8 @@ def _gradients(raw, y, classes):
   return jnp.concatenate(r), jnp.concatenate(h)
 
 
-@functools.partial(jax.jit, static_argnames=('classes', 'trees_per_chunk'),
-                   compiler_options=xla_utils.CPU_VECTOR_OPTIONS)
-def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
-           num_rounds, classes, trees_per_chunk):
+def _boost_rounds(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
+                  num_rounds, classes, trees_per_chunk):
   """num_rounds (traced) rounds of boosting of T one-class trees at once.
 
   The trees of a round are grown `trees_per_chunk` at a time, so that the
@@ -168,6 +166,15 @@ def _boost(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
           jnp.broadcast_to(init_raw[:, None], (t, x_test.shape[1])),
           jnp.zeros((t, k), jnp.float32))
   return jax.lax.fori_loop(0, num_rounds, one_round, init)
+
+
+@functools.cache
+def _boost():
+  """`_boost_rounds` jitted, with 512-bit vectors where XLA knows the option
+  (`xla_utils.CPU_VECTOR_OPTIONS`)."""
+  return jax.jit(
+      _boost_rounds, static_argnames=('classes', 'trees_per_chunk'),
+      compiler_options=xla_utils.known_options(xla_utils.CPU_VECTOR_OPTIONS))
 
 
 def _sort_columns(x: np.ndarray):
@@ -237,7 +244,7 @@ def _boost_factors(boosted, columns, codes_test, num_rounds):
         scale.append((c - 1) / c)
     trees_of.append(slice(first, len(ys)))
   num_trees = len(ys)
-  raw, raw_test, gain = jax.device_get(_boost(
+  raw, raw_test, gain = jax.device_get(_boost()(
       jnp.asarray(codes_train.T), jnp.asarray(codes_test.T),
       jnp.asarray(rank), jnp.asarray(sorted_index), jnp.asarray(valid),
       jnp.asarray(np.stack(ys)),
