@@ -214,7 +214,7 @@ def search(rs, sorted_node, valid, splittable, parent_stats=None):
   # gathers): 100 rounds 10% faster, 3.37 against 3.73 s. Computed inside
   # `xla_utils.computed`, they are written once, with no copies.
   s_end, c_end, starts, totals = xla_utils.computed(prefixes, stats)
-  s_total, n = s_end[..., -1:], c_end[..., -1:]  # [M, T, K, 1]
+  s_total, n = totals[..., None]  # [M, T, K, 1] each
 
   def bounds(s_end, c_end, starts, stats, splittable):
     """([M, T, K, NB] bound inside each block, gain at its end)."""
