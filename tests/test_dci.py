@@ -275,6 +275,52 @@ class DciTest(parameterized.TestCase):
     finally:
       gbt_search.CANDIDATES, gbt_search.MAX_STEPS = old
 
+  def test_cross_rank_and_sorted_routing(self):
+    rng = np.random.default_rng(15)
+    n, k, t = 100, 3, 2
+    codes = rng.normal(size=(n, k)).astype(np.float32)
+    codes[:, 1] = np.round(codes[:, 1])  # ties
+    rank, sorted_index, valid = gbt._sort_columns(codes)
+    cross = np.asarray(gbt._cross_rank(rank, sorted_index))
+    for f in range(k):
+      for kk in range(k):
+        for p in range(sorted_index[kk].size):
+          i, j = p % gbt_search.BLOCK, p // gbt_search.BLOCK
+          sample = sorted_index[kk, i, j]
+          want = n if sample == n else np.argsort(
+              np.argsort(codes[:, f], kind='stable'), kind='stable')[sample]
+          self.assertEqual(cross[f, kk, i, j], want)
+    # Routing in sorted order = routing in sample order, then sorted.
+    flat_index = np.arange(t)[:, None, None, None] * (n + 1) + sorted_index
+    to_sorted = lambda a: np.pad(a, [(0, 0), (0, 1)],
+                                 constant_values=-1).reshape(-1)[flat_index]
+    node = rng.integers(2, size=(t, n))
+    feat = rng.integers(k, size=(t, 2))
+    pos = rng.integers(n, size=(t, 2))
+    split = rng.random((t, 2)) < 0.8
+    trees = np.arange(t)[:, None]
+    right = ((rank[feat[trees, node], np.arange(n)] > pos[trees, node]) &
+             split[trees, node])
+    got = jax.jit(gbt_tree._route_sorted)(
+        to_sorted(node).astype(np.int8), cross, feat, pos, split)
+    np.testing.assert_array_equal(got, to_sorted(2 * node + right))
+    # Whole trees: the same with the table as with per-level gathers.
+    r = rng.normal(size=(t, n + 1)).astype(np.float32)
+    r[:, n] = 0.0
+    sorted_x = np.pad(codes.T, [(0, 0), (0, 1)], constant_values=np.inf)[
+        np.arange(k)[:, None, None], sorted_index]
+    grow = jax.jit(gbt_tree.grow)
+    with_table = grow(r, sorted_index, valid, rank, sorted_x, cross)
+    gathered = grow(r, sorted_index, valid, rank, sorted_x, None)
+    for a, b in zip(jax.tree.leaves(with_table), jax.tree.leaves(gathered)):
+      np.testing.assert_array_equal(a, b)
+    self.assertEqual(cross.dtype, np.int16)
+    old, gbt._CROSS_RANK_ELEMENTS = gbt._CROSS_RANK_ELEMENTS, cross.size - 1
+    try:  # a table over the limit: None, and grow gathers instead
+      self.assertIsNone(gbt._cross_rank(rank, sorted_index))
+    finally:
+      gbt._CROSS_RANK_ELEMENTS = old
+
   def test_prefix_sums(self):
     rng = np.random.default_rng(13)
     for length in (1, 5, 32, 33, 313):

@@ -8,9 +8,14 @@ tree growth; `msdr.eval.gbt_search`: the split search) grows all the trees of
 a round (one per class and factor) together, a few at a time so the arrays
 stay in cache, with no sorting inside the jit: each code column is sorted once
 on the host and its positions are laid out in blocks of B = 32 ([B, N / B],
-position j B + i at [i, j]). Per tree level, the residuals and the samples'
-current nodes are gathered into every column's sorted order, and the best
-split of every node of every tree is found exactly in two steps:
+position j B + i at [i, j]). Each tree's residuals are gathered into every
+column's sorted order once; the samples' nodes there are routed level by
+level with no gather, from a table of every sample's rank in every column
+laid out in every column's sorted order (`_cross_rank`: K^2 N int16 for
+N < 32767, 2 MB at the benchmark size; 6.5% faster rounds on one core than
+gathering the nodes per level, which is done instead where the table would
+pass _CROSS_RANK_ELEMENTS). The best split of every node of every tree
+is found exactly in two steps:
   1. per block, the node's residual sum, absolute sum and count (summed for
      left children only, as pairwise sums that XLA fuses into one pass; a
      right child's are its parent's minus its sibling's) and their
@@ -119,8 +124,8 @@ def _gradients(raw, y, classes):
   return jnp.concatenate(r), jnp.concatenate(h)
 
 
-def _boost_rounds(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
-                  num_rounds, classes, trees_per_chunk):
+def _boost_rounds(x, x_test, rank, sorted_index, valid, cross_rank, y,
+                  init_raw, scale, num_rounds, classes, trees_per_chunk):
   """num_rounds (traced) rounds of boosting of T one-class trees at once.
 
   The trees of a round are grown `trees_per_chunk` at a time, so that the
@@ -145,7 +150,7 @@ def _boost_rounds(x, x_test, rank, sorted_index, valid, y, init_raw, scale,
   sorted_x = padded_x[jnp.arange(k)[:, None, None], sorted_index]
 
   def grow_chunk(r):
-    return gbt_tree.grow(r, sorted_index, valid, rank, sorted_x)
+    return gbt_tree.grow(r, sorted_index, valid, rank, sorted_x, cross_rank)
 
   def one_round(_, carry):
     raw, raw_test, importance = carry
@@ -201,6 +206,22 @@ def _sort_columns(x: np.ndarray):
   return rank.T, blocked(perm).astype(np.int32), blocked(run_end)
 
 
+# Largest cross-rank table (`_cross_rank`), in elements.
+_CROSS_RANK_ELEMENTS = 2**25
+
+
+def _cross_rank(rank, sorted_index):
+  """[K, K, B, NB] rank in feature f of the sample at each sorted position of
+  feature k (N past the end), int16 where N allows, or None if the table
+  would exceed _CROSS_RANK_ELEMENTS (`gbt_tree.grow`)."""
+  k, n = rank.shape
+  if k * k * sorted_index[0].size > _CROSS_RANK_ELEMENTS:
+    return None
+  dtype = np.int16 if n < np.iinfo(np.int16).max else np.int32
+  padded = np.concatenate([rank, np.full((k, 1), n, rank.dtype)], axis=1)
+  return jnp.asarray(padded[:, sorted_index].astype(dtype))
+
+
 _CHUNK_ELEMENTS = 2**18
 
 
@@ -247,7 +268,7 @@ def _boost_factors(boosted, columns, codes_test, num_rounds):
   raw, raw_test, gain = jax.device_get(_boost()(
       jnp.asarray(codes_train.T), jnp.asarray(codes_test.T),
       jnp.asarray(rank), jnp.asarray(sorted_index), jnp.asarray(valid),
-      jnp.asarray(np.stack(ys)),
+      _cross_rank(rank, sorted_index), jnp.asarray(np.stack(ys)),
       jnp.asarray(np.asarray(init_raw, np.float32)),
       jnp.asarray(np.asarray(scale, np.float32)),
       jnp.asarray(num_rounds, jnp.int32),

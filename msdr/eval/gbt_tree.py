@@ -87,7 +87,26 @@ def _thresholds(sorted_x, feat, last_left, first_right, split):
   return jnp.where(split, jnp.where(mid >= hi, lo, mid), jnp.inf)
 
 
-def grow(r, sorted_index, valid, rank, sorted_x):
+def _route_sorted(sorted_node, cross_rank, feat, pos, split):
+  """The children of the samples at each sorted position, from their nodes
+  there and each node's split ([T, M] feat, pos, split): a sample goes
+  right when its rank in the split feature (`cross_rank`) is past pos. One
+  contiguous slice of cross_rank per tree and node, no per-sample gather."""
+  t, num_nodes = feat.shape
+  rows = []
+  for i in range(t):
+    right = None
+    for m in range(num_nodes):
+      slab = jax.lax.dynamic_index_in_dim(cross_rank, feat[i, m], 0, False)
+      right_m = (slab > pos[i, m]) & split[i, m]
+      right = right_m if right is None else jnp.where(
+          sorted_node[i] == m, right_m, right)
+    rows.append(right)
+  return jnp.where(sorted_node < 0, sorted_node,
+                   2 * sorted_node + jnp.stack(rows).astype(jnp.int8))
+
+
+def grow(r, sorted_index, valid, rank, sorted_x, cross_rank=None):
   """Grows one depth-3 regression tree per row of r.
 
   Args:
@@ -97,6 +116,9 @@ def grow(r, sorted_index, valid, rank, sorted_x):
     valid: bool [K, B, NB] whether a split may fall after that position.
     rank: int [K, N] sorted position of each sample in each feature.
     sorted_x: [K, B, NB] train codes in that layout (inf past the end).
+    cross_rank: int [K, K, B, NB], the rank in feature f of the sample at
+      each sorted position of feature k ([f, k, i, j]), or None: the samples'
+      nodes in sorted order are then gathered from sample order per level.
 
   Returns:
     (leaf [T, N] in 0..7, feats and thresholds: per level [T, M] arrays,
@@ -111,12 +133,15 @@ def grow(r, sorted_index, valid, rank, sorted_x):
       mode='promise_in_bounds')
   rs = to_sorted(r)
   node = jnp.zeros((t, n + 1), jnp.int8).at[:, n].set(-1)
+  sorted_node = jnp.broadcast_to(
+      jnp.where(sorted_index == n, -1, 0).astype(jnp.int8), rs.shape)
   active = jnp.ones((1, t), bool)  # [M, T]: the node's parent split
   importance = jnp.zeros((t, k), jnp.float32)
   r = r[:, :n]
   feats, thresholds, stats = [], [], None
   for depth in range(MAX_DEPTH):
-    sorted_node = to_sorted(node)
+    if cross_rank is None and depth:
+      sorted_node = to_sorted(node)
     splittable = active & _varies(r, node[:, :n], 2**depth)
     (gain, pos, feat), stats, c_end = gbt_search.search(
         rs, sorted_node, valid, splittable, stats)
@@ -137,6 +162,8 @@ def grow(r, sorted_index, valid, rank, sorted_x):
               pick(sample_node, pos)) & pick(sample_node, split))
     node = node.at[:, :n].set(2 * sample_node + right)
     active = jnp.repeat(split.T, 2, axis=0)
+    if cross_rank is not None and depth + 1 < MAX_DEPTH:
+      sorted_node = _route_sorted(sorted_node, cross_rank, feat, pos, split)
   return node[:, :n], feats, thresholds, importance
 
 
