@@ -321,6 +321,24 @@ class DciTest(parameterized.TestCase):
     finally:
       gbt._CROSS_RANK_ELEMENTS = old
 
+  def test_top_blocks_is_top_k_in_column_order(self):
+    # Many ties (bounds of six values, half -inf): the same entries as one
+    # top_k over all blocks laid out column by column.
+    rng = np.random.default_rng(16)
+    top_blocks = jax.jit(gbt_search.top_blocks, static_argnums=1)
+    for k, num_blocks, q in ((4, 50, 8), (3, 5, 7), (6, 3, 8), (1, 40, 8)):
+      for _ in range(10):
+        v = rng.integers(0, 6, size=(3, k, num_blocks)).astype(np.float32)
+        v[rng.random(v.shape) < 0.5] = -np.inf
+        top, feat, column = map(np.asarray, top_blocks(v, q))
+        flat = np.swapaxes(v, -1, -2).reshape(3, -1)
+        order = np.argsort(-flat, axis=-1, kind='stable')[:, :q]
+        want = np.take_along_axis(flat, order, axis=-1)
+        np.testing.assert_array_equal(top, want)
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal((column * k + feat)[finite],
+                                      order[finite])
+
   def test_prefix_sums(self):
     rng = np.random.default_rng(13)
     for length in (1, 5, 32, 33, 313):
@@ -329,6 +347,7 @@ class DciTest(parameterized.TestCase):
                                     np.cumsum(x, axis=-1))
     terms = [np.float32(v) for v in rng.integers(0, 9, size=7)]
     self.assertEqual(gbt_search._pairwise_sum(terms), sum(terms))
+    self.assertEqual(gbt_search._pairwise_sum(terms, np.maximum), max(terms))
 
   def test_folded_reductions(self):
     rng = np.random.default_rng(14)
