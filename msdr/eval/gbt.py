@@ -46,9 +46,9 @@ orders) and 100 rounds give DCI scores within 0.01 of it.
 
 Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40, 32
 and 32 values (11,300 trees), alone on a 2-core AVX-512 CPU (2026-11-29):
-the boosting 3.1-3.4 s warm, 3.4-3.8 s in the machine's slow spells, 6.0-6.9 s
-of CPU time, about 6 ns per (tree, code, sample); compiled with 512-bit
-vectors preferred (`xla_utils.CPU_VECTOR_OPTIONS`, about 4.5% faster). On a CPU the
+DCI 2.9-3.1 s warm in three benchmark runs (the boosting about 5 s on one
+core, about 4.5 ns per (tree, code, sample)); compiled with 512-bit vectors
+preferred (`xla_utils.CPU_VECTOR_OPTIONS`, about 4.5% faster). On a CPU the
 factors of runs this long are split into one group per core, balanced by tree
 count, and boosted concurrently, one program each: as one program XLA spreads
 the ops over both cores but at about 40% more CPU time (20 rounds: 1.16 s wall,
