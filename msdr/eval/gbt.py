@@ -12,7 +12,7 @@ position j B + i at [i, j]). Each tree's residuals are gathered into every
 column's sorted order once; the samples' nodes there are routed level by
 level with no gather, from a table of every sample's rank in every column
 laid out in every column's sorted order (`_cross_rank`: K^2 N int16 for
-N < 32767, 2 MB at the benchmark size; 6.5% faster rounds on one core than
+N < 32767, 2 MB at the benchmark size; 6.4% faster rounds on one core than
 gathering the nodes per level, which is done instead where the table would
 pass _CROSS_RANK_ELEMENTS). The best split of every node of every tree
 is found exactly in two steps:
@@ -46,7 +46,7 @@ orders) and 100 rounds give DCI scores within 0.01 of it.
 
 Speed, N = 10,000 train and 5,000 test codes, K = 10, factors of 3, 6, 40, 32
 and 32 values (11,300 trees), alone on a 2-core AVX-512 CPU (2026-11-29):
-DCI 2.9-3.1 s warm in three benchmark runs (the boosting about 5 s on one
+DCI 2.9-3.2 s warm in five benchmark runs (the boosting about 5 s on one
 core, about 4.5 ns per (tree, code, sample)); compiled with 512-bit vectors
 preferred (`xla_utils.CPU_VECTOR_OPTIONS`, about 4.5% faster). On a CPU the
 factors of runs this long are split into one group per core, balanced by tree
@@ -238,7 +238,8 @@ def _boost_factors(boosted, columns, codes_test, num_rounds):
   Args:
     boosted: [(classes C, train labels [N])] of factors with C >= 2.
     columns: (codes_train [N, K'], rank, sorted_index, valid) of the kept
-      code columns (`_sort_columns`).
+      code columns (`_sort_columns`) and their cross ranks (`_cross_rank`),
+      built once for every group.
     codes_test: [Nt, K'] the same columns of the test codes.
     num_rounds: boosting rounds.
 
@@ -246,7 +247,7 @@ def _boost_factors(boosted, columns, codes_test, num_rounds):
     One (raw train scores [C', N], raw test scores [C', Nt], split gains
     [C', K']) per factor, C' = 1 for two classes, C otherwise.
   """
-  codes_train, rank, sorted_index, valid = columns
+  codes_train, rank, sorted_index, valid, cross_rank = columns
   n = codes_train.shape[0]
   # Tree t is class c of boosted factor g; a two-class factor has a single
   # tree (for its second class), whose softmax row is [0, raw].
@@ -268,7 +269,7 @@ def _boost_factors(boosted, columns, codes_test, num_rounds):
   raw, raw_test, gain = jax.device_get(_boost()(
       jnp.asarray(codes_train.T), jnp.asarray(codes_test.T),
       jnp.asarray(rank), jnp.asarray(sorted_index), jnp.asarray(valid),
-      _cross_rank(rank, sorted_index), jnp.asarray(np.stack(ys)),
+      cross_rank, jnp.asarray(np.stack(ys)),
       jnp.asarray(np.asarray(init_raw, np.float32)),
       jnp.asarray(np.asarray(scale, np.float32)),
       jnp.asarray(num_rounds, jnp.int32),
@@ -338,7 +339,7 @@ def _fit_jax(codes_train, factors_train, codes_test, factors_test, num_rounds,
   keep = np.flatnonzero(valid.any(axis=(1, 2)))
   keep = keep if len(keep) else np.zeros(1, np.int64)
   columns = (codes_train[:, keep], rank[keep], sorted_index[keep],
-             valid[keep])
+             valid[keep], _cross_rank(rank[keep], sorted_index[keep]))
   trees = [1 if fits[j][0] == 2 else fits[j][0] for j in boosted]
   work = float(sum(trees)) * codes_train.shape[0] * len(keep) * num_rounds
   groups = _groups(trees, workers or _workers(work))
